@@ -40,6 +40,8 @@ pub enum DecodeError {
     },
     /// The identity block does not start with the pmon magic: not a pmon slave.
     Magic,
+    /// A pmon slave speaking a protocol version this master does not know.
+    Version(u8),
     /// A field holds a value the protocol does not allow.
     Field(&'static str),
 }
@@ -55,6 +57,11 @@ impl core::fmt::Display for DecodeError {
                 "CRC mismatch: computed {computed:#06x}, received {received:#06x}"
             ),
             DecodeError::Magic => f.write_str("not a pmon slave (bad magic)"),
+            DecodeError::Version(v) => write!(
+                f,
+                "protocol version {v} is not supported (this master speaks version {})",
+                crate::PROTOCOL_VERSION
+            ),
             DecodeError::Field(name) => write!(f, "invalid value in field {name}"),
         }
     }

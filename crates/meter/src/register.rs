@@ -52,12 +52,12 @@ impl Register {
     }
 }
 
-fn checked<'a>(
+fn checked(
     address: u8,
     register: Register,
-    frame: &'a [u8],
+    frame: &[u8],
     payload_len: usize,
-) -> Result<&'a [u8], DecodeError> {
+) -> Result<&[u8], DecodeError> {
     if frame.len() != payload_len + 2 {
         return Err(DecodeError::Length {
             expected: payload_len + 2,
@@ -67,9 +67,24 @@ fn checked<'a>(
     crc::open(address, register as u8, frame)
 }
 
-fn seal_into<const N: usize>(address: u8, register: Register, payload: [u8; N], out: &mut [u8]) -> usize {
+fn seal_into<const N: usize>(
+    address: u8,
+    register: Register,
+    payload: [u8; N],
+    out: &mut [u8],
+) -> usize {
     out[..N].copy_from_slice(&payload);
     crc::seal(address, register as u8, out, N)
+}
+
+/// Reserved bytes must be zero: a slave of a later minor revision that fills them is
+/// refused rather than half-understood.
+fn reserved(bytes: &[u8]) -> Result<(), DecodeError> {
+    if bytes.iter().all(|b| *b == 0) {
+        Ok(())
+    } else {
+        Err(DecodeError::Field("reserved"))
+    }
 }
 
 fn u16_at(b: &[u8], i: usize) -> u16 {
@@ -147,6 +162,10 @@ impl Identity {
         if b[0..2] != MAGIC {
             return Err(DecodeError::Magic);
         }
+        if b[2] != crate::PROTOCOL_VERSION {
+            return Err(DecodeError::Version(b[2]));
+        }
+        reserved(&b[20..24])?;
         let identity = Identity {
             protocol_version: b[2],
             firmware: [b[3], b[4], b[5]],
@@ -246,6 +265,7 @@ impl Config {
     /// Checks and decodes `LEN + 2` bytes (a read reply, or a write after its register byte).
     pub fn decode(address: u8, frame: &[u8]) -> Result<Config, DecodeError> {
         let b = checked(address, Register::Config, frame, Self::LEN)?;
+        reserved(&b[12..16])?;
         let config = Config {
             nominal_frequency: b[0],
             block_cycles: b[1],
@@ -301,7 +321,7 @@ pub struct Status {
     pub records_waiting: u8,
     /// Records dropped by a full FIFO since reset.
     pub fifo_overflows: u32,
-    /// Writes the slave rejected for a bad CRC since reset.
+    /// Writes the slave rejected for a bad CRC or a wrong length since reset.
     pub crc_errors: u16,
     /// Blocks discarded for a missing zero crossing since reset.
     pub block_errors: u16,
@@ -336,6 +356,7 @@ impl Status {
     /// Checks and decodes a reply of `LEN + 2` bytes.
     pub fn decode(address: u8, frame: &[u8]) -> Result<Status, DecodeError> {
         let b = checked(address, Register::Status, frame, Self::LEN)?;
+        reserved(&b[3..4])?;
         Ok(Status {
             flags: u16_at(b, 0),
             records_waiting: b[2],
@@ -354,17 +375,25 @@ impl Status {
 /// `ack` says "I hold every record before this sequence number": the slave drops those and
 /// answers with the oldest one left. A corrupted reply is simply asked for again with the
 /// same `ack`, so a CRC error never loses a record. An `ack` outside the FIFO's span (a
-/// master that has not yet seen this slave, or one that missed a reset) drops nothing.
+/// master that has not yet seen this slave) drops nothing, and while [`flag::RESET`] is set
+/// the slave ignores every `ack`: a master that has not noticed a restart cannot make it
+/// drop the new records with an acknowledgement meant for the old ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fifo {
     /// The oldest record, or none when the FIFO is empty.
     pub record: Option<Record>,
     /// Records left behind this one.
     pub remaining: u8,
+    /// The slave's [`flag::RESET`] is set: it restarted and the master has not cleared it.
+    pub reset: bool,
 }
 
 impl Fifo {
-    /// Payload bytes: present flag, remaining, record.
+    /// Bit of the first payload byte: a record follows.
+    pub const PRESENT: u8 = 1 << 0;
+    /// Bit of the first payload byte: [`Fifo::reset`].
+    pub const RESET: u8 = 1 << 1;
+    /// Payload bytes: flags, remaining, record.
     pub const LEN: usize = 2 + RECORD_LEN;
     /// Bytes the master writes: register, ack, CRC.
     pub const REQUEST_LEN: usize = 1 + 4 + 2;
@@ -384,12 +413,15 @@ impl Fifo {
         Ok(u32_at(b, 0))
     }
 
-    /// The payload: 1 and the record, or 0 and 32 zero bytes when empty.
+    /// The payload: flags, remaining, then the record or 32 zero bytes when empty.
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         if let Some(record) = &self.record {
-            b[0] = 1;
+            b[0] |= Self::PRESENT;
             b[2..].copy_from_slice(&record.encode());
+        }
+        if self.reset {
+            b[0] |= Self::RESET;
         }
         b[1] = self.remaining;
         b
@@ -403,14 +435,20 @@ impl Fifo {
     /// Checks and decodes a reply of `LEN + 2` bytes.
     pub fn decode(address: u8, frame: &[u8]) -> Result<Fifo, DecodeError> {
         let b = checked(address, Register::Fifo, frame, Self::LEN)?;
-        let record = match b[0] {
-            0 => None,
-            1 => Some(Record::decode(&b[2..])?),
-            _ => return Err(DecodeError::Field("present")),
+        if b[0] & !(Self::PRESENT | Self::RESET) != 0 {
+            return Err(DecodeError::Field("fifo flags"));
+        }
+        let record = if b[0] & Self::PRESENT != 0 {
+            Some(Record::decode(&b[2..])?)
+        } else {
+            // An empty FIFO says so with zeros: nothing remains and no record follows.
+            reserved(&b[1..])?;
+            None
         };
         Ok(Fifo {
             record,
             remaining: b[1],
+            reset: b[0] & Self::RESET != 0,
         })
     }
 }
@@ -419,7 +457,8 @@ impl Fifo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Command {
-    /// Clear [`flag::RESET`] once the master has taken note of a restart.
+    /// Clear [`flag::RESET`] (and [`flag::FIFO_OVERFLOW`]) once the master has taken note
+    /// of a restart and of any overflow.
     ClearReset = 0x01,
     /// Store the current [`Config`] in non-volatile memory.
     SaveConfig = 0x02,

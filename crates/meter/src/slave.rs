@@ -2,7 +2,7 @@
 //! does when the master writes bytes or clocks a read. No I/O, no allocation.
 
 use crate::record::{Quantities, Record};
-use crate::register::{flag, Command, Config, Fifo, Identity, Register, Status};
+use crate::register::{capability, flag, Command, Config, Fifo, Identity, Register, Status};
 use crate::DecodeError;
 
 /// What a write asked the slave to do beyond updating its registers.
@@ -143,9 +143,24 @@ impl<const N: usize> Registers<N> {
         self.len
     }
 
-    /// Drops every record older than `ack`, if `ack` lies within the FIFO's span.
+    fn has(&self, capability: u16) -> bool {
+        self.identity.capabilities & capability != 0
+    }
+
+    /// Sets the next sequence number, for simulators and tests that exercise the wrap at
+    /// `u32::MAX`. Refused (false) while records wait, whose numbers it would contradict.
+    pub fn set_next_seq(&mut self, seq: u32) -> bool {
+        if self.len > 0 {
+            return false;
+        }
+        self.status.next_seq = seq;
+        true
+    }
+
+    /// Drops every record older than `ack`, if `ack` lies within the FIFO's span and the
+    /// master has acknowledged the last restart.
     fn acknowledge(&mut self, ack: u32) {
-        if self.len == 0 {
+        if self.len == 0 || self.status.flags & flag::RESET != 0 {
             return;
         }
         let oldest = self.fifo[self.head].seq;
@@ -168,11 +183,12 @@ impl<const N: usize> Registers<N> {
             return Ok(WriteEvent::None);
         }
         let outcome = match register {
-            Register::Fifo => {
-                Fifo::decode_request(self.address, rest).map(|ack| {
-                    self.acknowledge(ack);
-                    WriteEvent::None
-                })
+            Register::Fifo => Fifo::decode_request(self.address, rest).map(|ack| {
+                self.acknowledge(ack);
+                WriteEvent::None
+            }),
+            Register::Config if !self.has(capability::CALIBRATION) => {
+                return Err(WriteError::Register(first))
             }
             Register::Config => Config::decode(self.address, rest).map(|config| {
                 self.config = config;
@@ -184,6 +200,7 @@ impl<const N: usize> Registers<N> {
                     self.status.flags &= !(flag::RESET | flag::FIFO_OVERFLOW);
                     WriteEvent::None
                 }
+                Command::SaveConfig if !self.has(capability::PERSISTENT_CONFIG) => WriteEvent::None,
                 Command::SaveConfig => {
                     self.status.flags &= !flag::CONFIG_UNSAVED;
                     WriteEvent::SaveConfig
@@ -193,7 +210,7 @@ impl<const N: usize> Registers<N> {
             Register::Identity | Register::Status => return Err(WriteError::Register(first)),
         };
         outcome.map_err(|error| {
-            if matches!(error, DecodeError::Crc { .. }) {
+            if matches!(error, DecodeError::Crc { .. } | DecodeError::Length { .. }) {
                 self.status.crc_errors = self.status.crc_errors.wrapping_add(1);
             }
             WriteError::Decode(error)
@@ -218,14 +235,17 @@ impl<const N: usize> Registers<N> {
     }
 
     fn oldest(&self) -> Fifo {
+        let reset = self.status.flags & flag::RESET != 0;
         match self.len {
             0 => Fifo {
                 record: None,
                 remaining: 0,
+                reset,
             },
             len => Fifo {
                 record: Some(self.fifo[self.head]),
                 remaining: (len - 1).min(255) as u8,
+                reset,
             },
         }
     }

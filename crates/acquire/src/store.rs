@@ -1,0 +1,156 @@
+//! Per-circuit bases kept in `<data-dir>/acquisition-state.json`, so that sequence numbers
+//! and energy totals continue where they were after a restart or a power cut.
+//!
+//! The file is rewritten only when a base changes (a slave restart, a counter wrap, a new
+//! circuit) and at shutdown: a few writes a day, kind to SD cards. Each write goes to a
+//! temporary file that is synced and renamed over the old one, so a power cut leaves
+//! either the old or the new file, never half of one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::circuit::Bases;
+
+/// Name of the state file inside the data directory.
+pub const FILE_NAME: &str = "acquisition-state.json";
+
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading, writing or renaming failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not what this build writes.
+    #[error(
+        "{path} is not a pmon acquisition state file: {source} (move it away to start afresh)"
+    )]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        source: serde_json::Error,
+    },
+}
+
+/// The bases of every circuit, by circuit id.
+#[derive(Debug, Default)]
+pub struct BasesStore {
+    path: Option<PathBuf>,
+    circuits: BTreeMap<String, Bases>,
+}
+
+impl BasesStore {
+    /// A store that keeps nothing on disk.
+    pub fn in_memory() -> BasesStore {
+        BasesStore::default()
+    }
+
+    /// Opens (or starts) the state file in `dir`, creating the directory if needed.
+    pub fn open(dir: &Path) -> Result<BasesStore, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join(FILE_NAME);
+        let circuits = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Format {
+                path: path.clone(),
+                source,
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(error) => return Err(io(&path)(error)),
+        };
+        Ok(BasesStore {
+            path: Some(path),
+            circuits,
+        })
+    }
+
+    /// The bases saved for a circuit.
+    pub fn get(&self, circuit: &str) -> Option<Bases> {
+        self.circuits.get(circuit).copied()
+    }
+
+    /// Records new bases for a circuit and writes the file.
+    pub fn put(&mut self, circuit: &str, bases: Bases) -> Result<(), StoreError> {
+        if self.circuits.get(circuit) == Some(&bases) {
+            return Ok(());
+        }
+        self.circuits.insert(circuit.to_string(), bases);
+        self.write()
+    }
+
+    fn write(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let json =
+            serde_json::to_vec_pretty(&self.circuits).map_err(|source| StoreError::Format {
+                path: path.clone(),
+                source,
+            })?;
+        let temporary = path.with_extension("json.tmp");
+        let mut file = fs::File::create(&temporary).map_err(io)?;
+        file.write_all(&json).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&temporary, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            // Make the rename itself durable; not every filesystem allows syncing a directory.
+            if let Ok(dir) = fs::File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bases(seq_base: u64) -> Bases {
+        Bases {
+            seq_base,
+            last_slave_seq: 3,
+            import_base_mwh: 10,
+            export_base_mwh: 0,
+            import_counts: 5,
+            export_counts: 0,
+            import_raw: 5,
+            export_raw: 0,
+        }
+    }
+
+    #[test]
+    fn bases_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = BasesStore::open(dir.path()).unwrap();
+        store.put("00000001", bases(42)).unwrap();
+        let reopened = BasesStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.get("00000001"), Some(bases(42)));
+        assert_eq!(reopened.get("00000002"), None);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
+        let error = BasesStore::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("not a pmon acquisition state file"),
+            "{error}"
+        );
+    }
+}
