@@ -297,7 +297,13 @@ impl<I2C: I2c> Poller<I2C> {
         }
     }
 
-    fn save_bases(&mut self) {
+    /// Gives the bus back, for a new poller in tests and tools.
+    pub fn into_bus(self) -> I2C {
+        self.master.into_inner()
+    }
+
+    /// Saves every circuit's bases to the store (as `run` does when it stops).
+    pub fn save_bases(&mut self) {
         for session in self.sessions.values() {
             save(&self.shared.store, session);
         }

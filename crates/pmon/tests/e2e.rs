@@ -384,3 +384,121 @@ fn a_bad_sim_config_names_the_file_and_line() {
     assert!(stderr.contains("bad.toml"), "{stderr}");
     assert!(stderr.contains("phasee"), "{stderr}");
 }
+
+/// A broker restart in the middle of a run: the acquisition holds its frames while the broker
+/// is away and delivers them after, so a persistent subscriber sees every sequence number.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_loses_no_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = write_sim(dir.path());
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // mosquitto started as root drops to its own user, which must be able to save its database.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mut starts = 0;
+    let mut start_broker = || {
+        starts += 1;
+        let name = format!("mosquitto-{starts}");
+        let broker = Process::spawn(
+            &name,
+            &program("mosquitto"),
+            &["-c", conf.to_str().unwrap()],
+            dir.path(),
+        );
+        wait_for_port(port, Duration::from_secs(10));
+        broker
+    };
+    let mut broker = start_broker();
+    let subscriber = tokio::spawn(persistent_frames(port, Duration::from_secs(12)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let data = dir.path().join("data");
+    let mut acquire = Process::spawn(
+        "pmon-acquire",
+        &pmon(),
+        &[
+            "acquire",
+            "--sim-config",
+            &sim,
+            "--mqtt-url",
+            &url,
+            "--site",
+            "outage",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(broker.terminate(Duration::from_secs(10)).success());
+    // The broker is away for 3 s: 15 blocks per circuit are made meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _broker = start_broker();
+    let seqs = subscriber.await.unwrap();
+    assert!(
+        acquire.terminate(Duration::from_secs(15)).success(),
+        "log:\n{}",
+        acquire.log_text()
+    );
+    assert_eq!(
+        seqs.len(),
+        3,
+        "frames from every circuit: {:?}",
+        seqs.keys()
+    );
+    for (circuit, mut seqs) in seqs {
+        seqs.sort_unstable();
+        seqs.dedup();
+        let span = seqs.last().unwrap() - seqs.first().unwrap() + 1;
+        assert!(
+            seqs.len() >= 40,
+            "{circuit}: only {} records: {seqs:?}; log:\n{}",
+            seqs.len(),
+            acquire.log_text()
+        );
+        assert_eq!(span as usize, seqs.len(), "{circuit}: gaps in {seqs:?}");
+    }
+}
+
+/// Sequence numbers per circuit seen by a QoS 1 subscriber with a persistent session that
+/// reconnects on its own.
+async fn persistent_frames(port: u16, duration: Duration) -> BTreeMap<String, Vec<u64>> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut options = MqttOptions::new("outage-subscriber", "127.0.0.1", port);
+    options
+        .set_keep_alive(Duration::from_secs(5))
+        .set_clean_session(false)
+        .set_max_packet_size(256 * 1024, 256 * 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    client
+        .subscribe("pmon/outage/circuit/+/frame", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + duration;
+    while let Ok(event) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
+        match event {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let frame = Frame::decode(&p.payload).unwrap();
+                seqs.entry(frame.circuit)
+                    .or_default()
+                    .extend(frame.records.iter().map(|r| r.seq));
+            }
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    seqs
+}
