@@ -11,6 +11,8 @@
 //! ```text
 //! cargo bench -p pmon-broker --bench publish
 //! PMON_BENCH_N=50000 PMON_BENCH_REPS=3 cargo bench -p pmon-broker --bench publish
+//! # add a row for the embedded broker with a larger per-filter log (here 512 MiB):
+//! PMON_BENCH_BIG_LOG_MIB=512 cargo bench -p pmon-broker --bench publish
 //! ```
 //!
 //! mosquitto is started by the bench on a free port with a temporary config (found on PATH or
@@ -83,6 +85,21 @@ async fn bench(n: u64, reps: u64) -> Result<(), String> {
         .map_err(|e| format!("embedded broker: {e}"))?;
     let mut brokers: Vec<(&'static str, SocketAddr)> =
         vec![("rumqttd (embedded)", embedded.client_addr())];
+    let big_log_mib = env_number("PMON_BENCH_BIG_LOG_MIB", 0) as usize;
+    let big = if big_log_mib > 0 {
+        let mut config = pmon_broker::BrokerConfig::ephemeral();
+        config.max_segment_size = 64 * 1024 * 1024;
+        config.max_segment_count = big_log_mib.div_ceil(64);
+        let big = pmon_broker::spawn(config).map_err(|e| format!("big-log broker: {e}"))?;
+        brokers.push(("rumqttd (big log)", big.client_addr()));
+        println!(
+            "rumqttd (big log): wide filter log {} × 64 MiB",
+            big_log_mib.div_ceil(64)
+        );
+        Some(big)
+    } else {
+        None
+    };
 
     let _mosquitto = match Mosquitto::start() {
         Ok(Some(mosquitto)) => {
@@ -166,7 +183,9 @@ async fn bench(n: u64, reps: u64) -> Result<(), String> {
         let (median, min, max) = summary(&case.rates);
         println!(
             "BENCH broker={} qos={} payload_bytes={} n={n} reps={reps} median_msgs_per_s={:.0} min={:.0} max={:.0} lossy_runs={} lost={}",
-            case.broker.split_whitespace().next().unwrap_or(case.broker),
+            case.broker
+                .replace(" (embedded)", "")
+                .replace(" (big log)", "-big-log"),
             case.qos as u8,
             case.payload,
             median,
@@ -177,6 +196,9 @@ async fn bench(n: u64, reps: u64) -> Result<(), String> {
         );
     }
     embedded.stop().await.map_err(|e| e.to_string())?;
+    if let Some(big) = big {
+        big.stop().await.map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

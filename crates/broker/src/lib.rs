@@ -49,8 +49,10 @@
 //!   longer than its keep-alive. Keep rumqttc's default 60 s keep-alive, or use QoS 1.
 //! - **Too many connections**: past [`BrokerConfig::max_connections`] a client gets no CONNACK
 //!   (a connect timeout on its side).
-//! - **Logging**: rumqttd logs ordinary client disconnects at ERROR level (`disconnected`,
-//!   `router-drop`); filter it, e.g. `RUST_LOG=info,rumqttd=warn` or `rumqttd=off`.
+//! - **Logging**: rumqttd logs at INFO every accept, connect and disconnect, and at ERROR both
+//!   useful refusals (`ZeroKeepAlive`, `Invalid client_id`, `PayloadSizeLimitExceeded`) and noise:
+//!   every client that disconnects cleanly with a DISCONNECT packet yields `no-connection id … is
+//!   already gone`. A sensible filter: `info,rumqttd=error` (or `rumqttd=off`).
 //!
 //! # Life cycle
 //!
