@@ -212,6 +212,28 @@ fn mosquitto_sub(port: u16, filter: &str, seconds: u32) -> String {
     text
 }
 
+/// `pmon acquire` on the simulated circuits, publishing to the broker on `port`.
+fn spawn_acquire(dir: &Path, sim: &str, port: u16, site: &str) -> Process {
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let data = dir.join("data");
+    Process::spawn(
+        "pmon-acquire",
+        &pmon(),
+        &[
+            "acquire",
+            "--sim-config",
+            sim,
+            "--mqtt-url",
+            &url,
+            "--site",
+            site,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        dir,
+    )
+}
+
 fn write_sim(dir: &Path) -> String {
     let path = dir.join("sim.toml");
     std::fs::write(&path, SIM).unwrap();
@@ -264,24 +286,7 @@ async fn acquire_publishes_to_a_real_mosquitto_and_says_offline_when_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let sim = write_sim(dir.path());
     let (_mosquitto, port) = mosquitto(dir.path());
-    let url = format!("mqtt://127.0.0.1:{port}");
-    let data = dir.path().join("data");
-    let mut acquire = Process::spawn(
-        "pmon-acquire",
-        &pmon(),
-        &[
-            "acquire",
-            "--sim-config",
-            &sim,
-            "--mqtt-url",
-            &url,
-            "--site",
-            "mq",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let mut acquire = spawn_acquire(dir.path(), &sim, port, "mq");
     let sub =
         tokio::task::spawn_blocking(move || mosquitto_sub(port, "pmon/mq/circuit/+/state", 4));
     let received = collect(port, "pmon/mq/#", Duration::from_secs(4)).await;
@@ -423,24 +428,7 @@ async fn a_broker_restart_loses_no_frame() {
     let mut broker = start_broker();
     let subscriber = tokio::spawn(persistent_frames(port, Duration::from_secs(12)));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let url = format!("mqtt://127.0.0.1:{port}");
-    let data = dir.path().join("data");
-    let mut acquire = Process::spawn(
-        "pmon-acquire",
-        &pmon(),
-        &[
-            "acquire",
-            "--sim-config",
-            &sim,
-            "--mqtt-url",
-            &url,
-            "--site",
-            "outage",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let mut acquire = spawn_acquire(dir.path(), &sim, port, "outage");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(broker.terminate(Duration::from_secs(10)).success());
     // The broker is away for 3 s: 15 blocks per circuit are made meanwhile.
