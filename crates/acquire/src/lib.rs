@@ -5,6 +5,8 @@
 
 pub mod circuit;
 pub mod config;
+pub mod homeassistant;
+pub mod legacy;
 pub mod mqtt;
 pub mod poller;
 mod sources;
@@ -22,7 +24,11 @@ use rumqttc::AsyncClient;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-pub use config::{AcquireConfig, BusConfig, CircuitLabel, MqttConfig, Settings, Source};
+pub use config::{
+    AcquireConfig, BusConfig, BusKind, BusPolicy, CircuitLabel, LegacyConfig, MqttConfig,
+    PrebuiltSimulation, Settings, Source,
+};
+pub use homeassistant::HomeAssistantConfig;
 use poller::Shared;
 use stop::StopSignal;
 use store::BasesStore;
@@ -40,6 +46,9 @@ pub enum AcquireError {
     /// The broker URL.
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttError),
+    /// The Home Assistant registry file.
+    #[error(transparent)]
+    HomeAssistant(#[from] homeassistant::RegistryError),
     /// A bus could not be opened.
     #[error("bus {bus}: {source}")]
     Bus {
@@ -66,6 +75,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AcquireError> {
     config.settings.validate().map_err(AcquireError::Config)?;
+    config
+        .homeassistant
+        .validate()
+        .map_err(AcquireError::Config)?;
     let topics = Topics::new(&config.site).ok_or_else(|| {
         AcquireError::Config(format!(
             "site name {:?} cannot be an MQTT topic level",
@@ -83,7 +96,20 @@ pub async fn run(
         config.settings.queue_capacity,
     )?;
     let (client, eventloop) = AsyncClient::new(options, config.settings.queue_capacity);
-    let publisher = mqtt::Publisher::new(client, topics);
+    let homeassistant = homeassistant::HomeAssistant::open(
+        config.homeassistant.clone(),
+        &config.site,
+        topics.clone(),
+        config.data_dir.as_deref(),
+    )?;
+    let known = homeassistant.known_circuits();
+    let publisher = mqtt::Publisher::new(client, topics)
+        .with_raw_topics(config.settings.raw_topics)
+        .with_homeassistant(homeassistant);
+    // Circuits of earlier runs are offline until their boards answer again.
+    for circuit in &known {
+        publisher.availability(circuit, false);
+    }
     let (stop_connection, stop_receiver) = watch::channel(false);
     let connection = tokio::spawn(mqtt::drive(eventloop, publisher.clone(), stop_receiver));
 

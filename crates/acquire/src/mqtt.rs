@@ -6,26 +6,34 @@
 //! fails, rumqttc moves the unacknowledged publishes to `EventLoop::pending` and would clear
 //! them on reconnecting without a session; we take them out first and put them back after
 //! the next CONNACK, so a broker restart loses nothing that was in flight.
+//!
+//! Home Assistant discovery ([`crate::homeassistant`]) rides on the same connection: it is
+//! published on every CONNACK (after the retained availability), again whenever Home
+//! Assistant announces itself `online` on its birth topic, and followed by every circuit's
+//! state on the next state tick.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pmon_proto::discovery::{raw_payload, QUANTITIES};
 use pmon_proto::frame::{Frame, FrameRecord};
+use pmon_proto::health::CircuitInfo;
 use pmon_proto::topic::CircuitTopic;
 use pmon_proto::{Topics, OFFLINE, ONLINE};
-use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Request,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, Request};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::MqttConfig;
+use crate::homeassistant::{HomeAssistant, Outgoing};
 
 /// Largest MQTT packet pmon sends or accepts: a frame of a few hundred records.
 pub const MAX_PACKET: usize = 256 * 1024;
-const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// How long discovery waits after clearing old discovery topics, so that Home Assistant has
+/// removed the old entities before their unique ids are announced again.
+pub const SETTLE: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -40,10 +48,13 @@ pub enum MqttError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The keep-alive is out of MQTT's range.
+    #[error("mqtt.keep_alive_s = {0}: must be 1 to 65535 s (rumqttd refuses 0)")]
+    KeepAlive(u64),
 }
 
-/// Builds client options: keep-alive 30 s (rumqttd refuses 0), a retained `offline` last
-/// will on `pmon/<site>/status`, and a request channel of `queue_capacity` messages.
+/// Builds client options: keep-alive `keep_alive_s` (rumqttd refuses 0), a retained `offline`
+/// last will on `pmon/<site>/status`, and a request channel of `queue_capacity` messages.
 pub fn options(
     config: &MqttConfig,
     default_client_id: &str,
@@ -57,13 +68,16 @@ pub fn options(
     if !(config.url.starts_with("mqtt://") || config.url.starts_with("tcp://")) {
         return Err(url_error("only mqtt:// and tcp:// are supported".into()));
     }
+    if !(1..=u16::MAX as u64).contains(&config.keep_alive_s) {
+        return Err(MqttError::KeepAlive(config.keep_alive_s));
+    }
     let client_id = config.client_id.as_deref().unwrap_or(default_client_id);
     let separator = if config.url.contains('?') { '&' } else { '?' };
     let mut options =
         MqttOptions::parse_url(format!("{}{separator}client_id={client_id}", config.url))
             .map_err(|e| url_error(e.to_string()))?;
     options
-        .set_keep_alive(KEEP_ALIVE)
+        .set_keep_alive(Duration::from_secs(config.keep_alive_s))
         .set_clean_session(true)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
         .set_inflight(100)
@@ -89,6 +103,8 @@ pub struct Publisher {
     latest: Arc<Mutex<BTreeMap<String, (FrameRecord, bool)>>>,
     dropped: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
+    raw_topics: bool,
+    homeassistant: Option<Arc<Mutex<HomeAssistant>>>,
 }
 
 impl Publisher {
@@ -101,6 +117,126 @@ impl Publisher {
             latest: Arc::default(),
             dropped: Arc::default(),
             connected: Arc::default(),
+            raw_topics: false,
+            homeassistant: None,
+        }
+    }
+
+    /// Also publishes every quantity of the state as a plain number on its own topic
+    /// (`pmon/<site>/circuit/<id>/raw/<quantity>`), at the state rate.
+    pub fn with_raw_topics(mut self, on: bool) -> Publisher {
+        self.raw_topics = on;
+        self
+    }
+
+    /// Publishes Home Assistant discovery as `homeassistant` decides.
+    pub fn with_homeassistant(mut self, homeassistant: HomeAssistant) -> Publisher {
+        self.homeassistant = Some(Arc::new(Mutex::new(homeassistant)));
+        self
+    }
+
+    /// Describes a circuit just found: its retained info, and its Home Assistant discovery.
+    pub fn announce(&self, info: &CircuitInfo) {
+        self.retained(
+            self.topics.circuit(&info.id, CircuitTopic::Info),
+            info.to_json().into_bytes(),
+        );
+        if let Some(homeassistant) = &self.homeassistant {
+            let out = match homeassistant.lock() {
+                Ok(mut ha) => ha.announce(info),
+                Err(_) => return,
+            };
+            self.discovery(out);
+        }
+    }
+
+    /// Publishes discovery messages and clears, retained, QoS 1.
+    fn discovery(&self, out: impl IntoIterator<Item = Outgoing>) {
+        for outgoing in out {
+            let (topic, payload) = match outgoing {
+                Outgoing::Announce(message) => (message.topic, message.payload.into_bytes()),
+                Outgoing::Clear(topic) => (topic, Vec::new()),
+            };
+            if self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                .is_err()
+            {
+                warn!("publish queue full: a Home Assistant discovery message was not sent");
+            }
+        }
+    }
+
+    /// Shows every circuit's latest state again on the next state tick.
+    fn refresh_states(&self) {
+        if let Ok(mut latest) = self.latest.lock() {
+            for (_, fresh) in latest.values_mut() {
+                *fresh = true;
+            }
+        }
+    }
+
+    /// The connection is up: subscribe to Home Assistant's birth topic, clear withdrawn
+    /// discovery, announce the rest (after [`SETTLE`] when something was cleared), and show
+    /// every state again.
+    fn connected_homeassistant(&self) {
+        let Some(homeassistant) = &self.homeassistant else {
+            return;
+        };
+        let (status_topic, plan) = match homeassistant.lock() {
+            Ok(mut ha) => (ha.status_topic().map(str::to_owned), ha.connected()),
+            Err(_) => return,
+        };
+        if let Some(topic) = status_topic {
+            let _ = self.client.try_subscribe(topic, QoS::AtMostOnce);
+        }
+        if !plan.clear.is_empty() {
+            info!(
+                topics = plan.clear.len(),
+                "removing withdrawn circuits from Home Assistant"
+            );
+        }
+        self.discovery(plan.clear.into_iter().map(Outgoing::Clear));
+        self.discovery(plan.announce.into_iter().map(Outgoing::Announce));
+        if plan.settle {
+            let publisher = self.clone();
+            let homeassistant = homeassistant.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(SETTLE).await;
+                let out = match homeassistant.lock() {
+                    Ok(mut ha) => ha.settled(),
+                    Err(_) => return,
+                };
+                publisher.discovery(out);
+                publisher.refresh_states();
+            });
+        }
+    }
+
+    /// A message on a subscribed topic: Home Assistant's birth announces everything again.
+    fn incoming(&self, topic: &str, payload: &[u8]) {
+        let Some(homeassistant) = &self.homeassistant else {
+            return;
+        };
+        let out = match homeassistant.lock() {
+            Ok(ha) if ha.status_topic() == Some(topic) && payload == ONLINE.as_bytes() => {
+                ha.birth()
+            }
+            _ => return,
+        };
+        info!(
+            messages = out.len(),
+            "Home Assistant is online: discovery sent again"
+        );
+        self.discovery(out.into_iter().map(Outgoing::Announce));
+        self.refresh_states();
+    }
+
+    fn disconnected_homeassistant(&self) {
+        if let Some(homeassistant) = &self.homeassistant {
+            if let Ok(mut ha) = homeassistant.lock() {
+                ha.disconnected();
+            }
         }
     }
 
@@ -188,11 +324,19 @@ impl Publisher {
             Err(_) => return,
         };
         for (circuit, record) in fresh {
-            let state = pmon_proto::State::from_record(&record).to_json();
+            let state = pmon_proto::State::from_record(&record);
             self.transient(
                 self.topics.circuit(&circuit, CircuitTopic::State),
-                state.into_bytes(),
+                state.to_json().into_bytes(),
             );
+            if self.raw_topics {
+                for quantity in &QUANTITIES {
+                    self.transient(
+                        self.topics.raw(&circuit, quantity.id),
+                        raw_payload(quantity.value(&state)).into_bytes(),
+                    );
+                }
+            }
         }
     }
 
@@ -241,6 +385,8 @@ pub async fn drive(
                 }
                 publisher.connected.store(true, Ordering::Relaxed);
                 publisher.republish_retained();
+                publisher.connected_homeassistant();
+                publisher.refresh_states();
                 backoff = BACKOFF_MIN;
                 if was_connected {
                     info!("reconnected to the broker");
@@ -249,10 +395,14 @@ pub async fn drive(
                 }
                 was_connected = true;
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                publisher.incoming(&publish.topic, &publish.payload);
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
             Ok(_) => {}
             Err(error) => {
                 publisher.connected.store(false, Ordering::Relaxed);
+                publisher.disconnected_homeassistant();
                 stash.extend(
                     eventloop
                         .pending

@@ -12,9 +12,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::circuit::Bases;
+use crate::legacy::LegacyBases;
 
 /// Name of the state file inside the data directory.
 pub const FILE_NAME: &str = "acquisition-state.json";
+/// Name of the legacy circuits' state file (`crate::legacy`) inside the data directory.
+pub const LEGACY_FILE_NAME: &str = "acquisition-legacy.json";
 
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,7 @@ pub enum StoreError {
 pub struct BasesStore {
     path: Option<PathBuf>,
     circuits: BTreeMap<String, Bases>,
+    legacy: BTreeMap<String, LegacyBases>,
 }
 
 impl BasesStore {
@@ -60,17 +64,12 @@ impl BasesStore {
         };
         fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join(FILE_NAME);
-        let circuits = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Format {
-                path: path.clone(),
-                source,
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(error) => return Err(io(&path)(error)),
-        };
+        let circuits = read_map(&path)?;
+        let legacy = read_map(&dir.join(LEGACY_FILE_NAME))?;
         Ok(BasesStore {
             path: Some(path),
             circuits,
+            legacy,
         })
     }
 
@@ -85,35 +84,72 @@ impl BasesStore {
             return Ok(());
         }
         self.circuits.insert(circuit.to_string(), bases);
-        self.write()
+        match &self.path {
+            Some(path) => write_map(path, &self.circuits),
+            None => Ok(()),
+        }
     }
 
-    fn write(&self) -> Result<(), StoreError> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        let io = |source| StoreError::Io {
-            path: path.clone(),
-            source,
-        };
-        let json =
-            serde_json::to_vec_pretty(&self.circuits).map_err(|source| StoreError::Format {
-                path: path.clone(),
-                source,
-            })?;
-        let temporary = path.with_extension("json.tmp");
-        let mut file = fs::File::create(&temporary).map_err(io)?;
-        file.write_all(&json).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&temporary, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            // Make the rename itself durable; not every filesystem allows syncing a directory.
-            if let Ok(dir) = fs::File::open(dir) {
-                let _ = dir.sync_all();
-            }
-        }
-        Ok(())
+    /// The bases saved for a legacy circuit.
+    pub fn get_legacy(&self, circuit: &str) -> Option<LegacyBases> {
+        self.legacy.get(circuit).copied()
     }
+
+    /// Records new bases for a legacy circuit and writes its file.
+    pub fn put_legacy(&mut self, circuit: &str, bases: LegacyBases) -> Result<(), StoreError> {
+        if self.legacy.get(circuit) == Some(&bases) {
+            return Ok(());
+        }
+        self.legacy.insert(circuit.to_string(), bases);
+        match &self.path {
+            Some(path) => write_map(&path.with_file_name(LEGACY_FILE_NAME), &self.legacy),
+            None => Ok(()),
+        }
+    }
+}
+
+fn read_map<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<BTreeMap<String, T>, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Format {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(error) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source: error,
+        }),
+    }
+}
+
+/// Writes `map` as JSON to a temporary file, syncs it and renames it over `path`: a power
+/// cut leaves the old file or the new one, never half of one.
+fn write_map<T: serde::Serialize>(
+    path: &Path,
+    map: &BTreeMap<String, T>,
+) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(map).map_err(|source| StoreError::Format {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let temporary = path.with_extension("json.tmp");
+    let mut file = fs::File::create(&temporary).map_err(io)?;
+    file.write_all(&json).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    fs::rename(&temporary, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable; not every filesystem allows syncing a directory.
+        if let Ok(dir) = fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ async fn publisher(port: u16) -> Publisher {
         url: format!("mqtt://127.0.0.1:{port}"),
         client_id: Some(format!("continuity-{}", std::process::id())),
         credentials: None,
+        keep_alive_s: 30,
     };
     let options = mqtt::options(&config, "unused", &topics, 10_000).unwrap();
     let (client, eventloop) = AsyncClient::new(options, 10_000);

@@ -66,6 +66,24 @@ pub enum DriverError {
         /// What kept repeating.
         reason: &'static str,
     },
+    /// Moving a slave to another address was refused, or the move could not be verified.
+    #[error("cannot move slave {from:#04x} to {to:#04x}: {problem}")]
+    Readdress {
+        /// The slave's address before.
+        from: u8,
+        /// The address asked for.
+        to: u8,
+        /// What stood in the way, and what to do.
+        problem: ReaddressProblem,
+    },
+    /// A legacy prototype slave's reply could not be read (`crate::legacy`).
+    #[error("legacy slave {address:#04x}: unreadable reply: {source}")]
+    Legacy {
+        /// Slave address.
+        address: u8,
+        /// What was wrong with the text.
+        source: crate::legacy::LegacyError,
+    },
     /// A bus device could not be opened.
     #[error("cannot open I2C bus {path}: {reason}")]
     Open {
@@ -74,6 +92,66 @@ pub enum DriverError {
         /// What went wrong, with a hint how to fix it.
         reason: String,
     },
+}
+
+/// Why [`crate::Master::set_address`] did not move a slave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReaddressProblem {
+    /// The new address is the one the slave has.
+    #[error("that is already its address")]
+    SameAddress,
+    /// The slave's firmware does not implement the Address register.
+    #[error(
+        "the slave (serial {serial:08X}) lacks the ADDRESSABLE capability: its firmware cannot change \
+         its address; update the firmware, or give it the address at build time"
+    )]
+    NotAddressable {
+        /// The slave's serial number.
+        serial: u32,
+    },
+    /// Something already acknowledges the new address.
+    #[error(
+        "the new address is taken by {}; two devices on one address corrupt each other's replies, \
+         pick a free address",
+        match serial { Some(s) => format!("pmon slave serial {s:08X}"), None => "a device that is not a pmon slave".into() }
+    )]
+    Occupied {
+        /// Serial number of the pmon slave found there, if it is one.
+        serial: Option<u32>,
+    },
+    /// Every write was refused: the slave still answers at the old address only.
+    #[error(
+        "the slave still answers at the old address and not at the new one after {attempts} writes \
+         (each write was refused or lost on the wire); check the bus with `pmon doctor`"
+    )]
+    NotMoved {
+        /// Writes tried.
+        attempts: u8,
+    },
+    /// Another slave answers at the new address after the write.
+    #[error("a different slave (serial {found:08X}, expected {expected:08X}) answers at the new address")]
+    WrongSlave {
+        /// Serial of the slave that was to move.
+        expected: u32,
+        /// Serial found at the new address.
+        found: u32,
+    },
+    /// The slave answers at the new address, but the old address still answers too.
+    #[error(
+        "the slave answers at the new address, but {} still answers at the old one",
+        match serial { Some(s) => format!("serial {s:08X}"), None => "a device that is not a pmon slave".into() }
+    )]
+    OldStillAnswers {
+        /// Serial number of what answers at the old address, if it is a pmon slave.
+        serial: Option<u32>,
+    },
+    /// Neither address answers after the write.
+    #[error(
+        "the slave answers at neither address after the write; it may be restarting: run \
+         `pmon doctor` to find it"
+    )]
+    Vanished,
 }
 
 impl DriverError {
@@ -96,7 +174,9 @@ impl DriverError {
             | DriverError::Decode { address, .. }
             | DriverError::InvalidConfig { address, .. }
             | DriverError::ConfigMismatch { address, .. }
-            | DriverError::Stalled { address, .. } => Some(*address),
+            | DriverError::Stalled { address, .. }
+            | DriverError::Legacy { address, .. }
+            | DriverError::Readdress { from: address, .. } => Some(*address),
             DriverError::Open { .. } => None,
         }
     }
@@ -111,6 +191,7 @@ impl DriverError {
                     source: DecodeError::Crc { .. },
                     ..
                 }
+                | DriverError::Legacy { .. }
         )
     }
 

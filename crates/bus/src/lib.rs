@@ -9,20 +9,24 @@
 //! `pmon-sim` (which implement the same trait).
 #![warn(missing_docs)]
 
+mod address;
+pub mod bridge;
 mod counters;
 mod drain;
 mod error;
+pub mod legacy;
 #[cfg(target_os = "linux")]
 pub mod linux;
 mod master;
 mod policy;
 
+pub use address::ADDRESS_SETTLE;
 pub use counters::SlaveCounters;
 pub use drain::{Cursor, DrainEvent, DrainStep};
-pub use error::DriverError;
+pub use error::{DriverError, ReaddressProblem};
 pub use master::{Master, FIRST_ADDRESS, LAST_ADDRESS};
 pub use policy::RetryPolicy;
 
 // The protocol types that appear in this crate's API, so callers need not name pmon-meter.
-pub use pmon_meter::register::Command;
-pub use pmon_meter::{Config, Fifo, Identity, Record, Scales, Status};
+pub use pmon_meter::register::{capability, Command};
+pub use pmon_meter::{Config, Fifo, Identity, NewAddress, Record, Scales, Status};

@@ -21,7 +21,7 @@ type Sleep = Box<dyn FnMut(Duration) + Send>;
 
 /// Whether an operation gives up at once when the slave does not answer.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Persistence {
+pub(crate) enum Persistence {
     /// Retry every transient failure up to the policy's attempts.
     Retry,
     /// A NACK on the first try means "nobody there" (scanning): do not insist.
@@ -116,6 +116,14 @@ impl<I2C: I2c> Master<I2C> {
     /// Reads who the slave is.
     pub fn identify(&mut self, address: u8) -> Result<Identity, DriverError> {
         self.identify_with(address, Persistence::Retry)
+    }
+
+    /// Reads who answers at `address`, as [`Master::scan`] does for each address: a NACK on
+    /// the first try is final ([`DriverError::Nack`]: nobody there); a corrupted reply is
+    /// retried. The error tells an empty address from a device that is not a pmon slave
+    /// ([`DriverError::Decode`]) or a failing bus.
+    pub fn probe(&mut self, address: u8) -> Result<Identity, DriverError> {
+        self.identify_with(address, Persistence::ProbeOnly)
     }
 
     fn identify_with(
@@ -227,7 +235,7 @@ impl<I2C: I2c> Master<I2C> {
 
     /// Runs `once` (exactly one bus transaction) until it succeeds, fails for good, or the
     /// policy's attempts are used up, keeping the address's counters.
-    fn transact<T>(
+    pub(crate) fn transact<T>(
         &mut self,
         address: u8,
         persistence: Persistence,
@@ -249,7 +257,8 @@ impl<I2C: I2c> Master<I2C> {
                 DriverError::Decode {
                     source: DecodeError::Crc { .. },
                     ..
-                } => counters.crc_errors += 1,
+                }
+                | DriverError::Legacy { .. } => counters.crc_errors += 1,
                 _ => {}
             }
             let absent = persistence == Persistence::ProbeOnly
@@ -266,6 +275,11 @@ impl<I2C: I2c> Master<I2C> {
             }
             attempt += 1;
         }
+    }
+
+    /// Waits as retries do (a simulator's clock advances instead).
+    pub(crate) fn wait(&mut self, duration: Duration) {
+        (self.sleep)(duration);
     }
 
     pub(crate) fn count_failure(&mut self, address: u8) {

@@ -15,7 +15,7 @@ pub mod register;
 pub mod slave;
 
 pub use record::{Quantities, Record, Scales, RECORD_LEN};
-pub use register::{Config, Fifo, Identity, Register, Status};
+pub use register::{Config, Fifo, Identity, NewAddress, Register, Status};
 
 /// The protocol version this crate speaks; carried in [`Identity::protocol_version`].
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -11,6 +11,11 @@ use crate::DecodeError;
 /// The first two bytes of [`Identity`]: ASCII "PM".
 pub const MAGIC: [u8; 2] = *b"PM";
 
+/// Lowest 7-bit address a slave may use (0x00..=0x07 are reserved by the I2C specification).
+pub const FIRST_ADDRESS: u8 = 0x08;
+/// Highest 7-bit address a slave may use (0x78..=0x7F are reserved).
+pub const LAST_ADDRESS: u8 = 0x77;
+
 /// Registers of protocol version 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -25,6 +30,9 @@ pub enum Register {
     Fifo = 0x30,
     /// Write: a [`Command`].
     Command = 0x40,
+    /// Write: move the slave to another bus address ([`NewAddress`]). Only slaves with
+    /// [`capability::ADDRESSABLE`].
+    Address = 0x50,
 }
 
 impl Register {
@@ -36,6 +44,7 @@ impl Register {
             0x20 => Some(Register::Status),
             0x30 => Some(Register::Fifo),
             0x40 => Some(Register::Command),
+            0x50 => Some(Register::Address),
             _ => None,
         }
     }
@@ -47,7 +56,7 @@ impl Register {
             Register::Config => Config::LEN + 2,
             Register::Status => Status::LEN + 2,
             Register::Fifo => Fifo::LEN + 2,
-            Register::Command => 0,
+            Register::Command | Register::Address => 0,
         }
     }
 }
@@ -107,6 +116,9 @@ pub mod capability {
     pub const CALIBRATION: u16 = 1 << 2;
     /// The slave keeps its configuration across power cycles ([`super::Command::SaveConfig`]).
     pub const PERSISTENT_CONFIG: u16 = 1 << 3;
+    /// The master can move the slave to another bus address ([`super::NewAddress`]); the
+    /// slave keeps it across power cycles.
+    pub const ADDRESSABLE: u16 = 1 << 4;
 }
 
 /// Register 0x00: who the slave is. 24 payload bytes.
@@ -483,5 +495,49 @@ impl Command {
             0x5A => Ok(Command::Reboot),
             _ => Err(DecodeError::Field("command")),
         }
+    }
+}
+
+/// Register 0x50: a new bus address for the slave, written as `[0x50, new, !new, crc]`.
+///
+/// The CRC covers the slave's *current* address, the register and the two payload bytes, as
+/// for every write, so a write that a bit error delivers to another slave is refused there.
+/// The complement byte guards the one byte that matters against a slave that checks only
+/// part of the frame. The slave accepts `new` in [`FIRST_ADDRESS`]..=[`LAST_ADDRESS`], answers
+/// on it from the end of this write on, and keeps it in non-volatile memory. Only slaves
+/// with [`capability::ADDRESSABLE`] know this register; others ignore the write (§9 of the
+/// specification), which the master notices when it verifies the move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewAddress(pub u8);
+
+impl NewAddress {
+    /// Payload bytes: the new address and its complement.
+    pub const LEN: usize = 2;
+    /// Bytes the master writes: register, payload, CRC.
+    pub const WRITE_LEN: usize = 1 + Self::LEN + 2;
+
+    /// Whether `address` is one a slave may take.
+    pub const fn is_valid(address: u8) -> bool {
+        address >= FIRST_ADDRESS && address <= LAST_ADDRESS
+    }
+
+    /// The whole write transfer to the slave now at `address`. The frame of an address
+    /// outside 0x08..=0x77 is refused by every slave; the master checks before sending.
+    pub fn frame(self, address: u8) -> [u8; Self::WRITE_LEN] {
+        let mut out = [Register::Address as u8, self.0, !self.0, 0, 0];
+        crc::seal(address, Register::Address as u8, &mut out[1..], Self::LEN);
+        out
+    }
+
+    /// Checks an address write received by the slave at `address` (without its register byte).
+    pub fn decode(address: u8, frame: &[u8]) -> Result<NewAddress, DecodeError> {
+        let b = checked(address, Register::Address, frame, Self::LEN)?;
+        if b[1] != !b[0] {
+            return Err(DecodeError::Field("address complement"));
+        }
+        if !Self::is_valid(b[0]) {
+            return Err(DecodeError::Field("address"));
+        }
+        Ok(NewAddress(b[0]))
     }
 }

@@ -2,7 +2,9 @@
 //! does when the master writes bytes or clocks a read. No I/O, no allocation.
 
 use crate::record::{Quantities, Record};
-use crate::register::{capability, flag, Command, Config, Fifo, Identity, Register, Status};
+use crate::register::{
+    capability, flag, Command, Config, Fifo, Identity, NewAddress, Register, Status,
+};
 use crate::DecodeError;
 
 /// What a write asked the slave to do beyond updating its registers.
@@ -16,6 +18,15 @@ pub enum WriteEvent {
     SaveConfig,
     /// Restart.
     Reboot,
+    /// The slave answers on address `to` from now on (it was `from`): firmware stores `to` in
+    /// non-volatile memory and loads it into its address register once the transfer has
+    /// ended. `from` and `to` may be equal (a repeated write).
+    Readdressed {
+        /// The address the write was sent to.
+        from: u8,
+        /// The new address.
+        to: u8,
+    },
 }
 
 /// Why a write was refused. The slave counts CRC failures in [`Status::crc_errors`].
@@ -64,7 +75,7 @@ impl<const N: usize> Registers<N> {
         }
     }
 
-    /// The 7-bit address the slave answers on.
+    /// The 7-bit address the slave answers on (changed by an accepted [`NewAddress`] write).
     pub fn address(&self) -> u8 {
         self.address
     }
@@ -207,6 +218,16 @@ impl<const N: usize> Registers<N> {
                 }
                 Command::Reboot => WriteEvent::Reboot,
             }),
+            Register::Address if !self.has(capability::ADDRESSABLE) => {
+                return Err(WriteError::Register(first))
+            }
+            Register::Address => {
+                NewAddress::decode(self.address, rest).map(|NewAddress(to)| {
+                    let from = self.address;
+                    self.address = to;
+                    WriteEvent::Readdressed { from, to }
+                })
+            }
             Register::Identity | Register::Status => return Err(WriteError::Register(first)),
         };
         outcome.map_err(|error| {
@@ -226,7 +247,7 @@ impl<const N: usize> Registers<N> {
             Register::Config => self.config.seal(self.address, &mut reply),
             Register::Status => self.status().seal(self.address, &mut reply),
             Register::Fifo => self.oldest().seal(self.address, &mut reply),
-            Register::Command => 0,
+            Register::Command | Register::Address => 0,
         };
         for (i, byte) in out.iter_mut().enumerate() {
             *byte = if i < len { reply[i] } else { 0xFF };

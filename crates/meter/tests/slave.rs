@@ -6,7 +6,7 @@
 use pmon_meter::register::{capability, flag, Command};
 use pmon_meter::slave::{Registers, WriteError, WriteEvent};
 use pmon_meter::{
-    Config, DecodeError, Fifo, Identity, Quantities, Record, Register, Scales, Status,
+    Config, DecodeError, Fifo, Identity, NewAddress, Quantities, Record, Register, Scales, Status,
 };
 
 const ADDRESS: u8 = 0x10;
@@ -448,13 +448,13 @@ fn unknown_registers_and_read_only_registers() {
     assert_eq!(slave.on_write(&[]), Err(WriteError::Empty));
 
     // An unknown register leaves the pointer where it was: the reply is Status's, and a master
-    // that asked for register 0x50 sees a CRC failure, never data.
+    // that asked for register 0x60 sees a CRC failure, never data.
     read(&mut slave, Register::Status);
-    assert_eq!(slave.on_write(&[0x50]), Err(WriteError::Register(0x50)));
+    assert_eq!(slave.on_write(&[0x60]), Err(WriteError::Register(0x60)));
     let mut out = [0u8; 22];
     slave.on_read(&mut out);
     assert_eq!(Status::decode(ADDRESS, &out), Ok(slave.status()));
-    assert!(pmon_meter::crc::open(ADDRESS, 0x50, &out).is_err());
+    assert!(pmon_meter::crc::open(ADDRESS, 0x60, &out).is_err());
 
     // Data written to a read-only register is refused; the pointer moves there.
     for register in [Register::Identity, Register::Status] {
@@ -777,4 +777,127 @@ fn the_identity_reports_the_real_fifo_capacity() {
     assert_eq!(slave.identity().fifo_capacity, 7);
     assert_eq!(slave.address(), ADDRESS);
     assert_eq!(slave.status().flags, flag::RESET);
+}
+
+// Slave addressing (register 0x50, §4.7).
+
+const ADDRESS_WRITE_0X11: [u8; 5] = [0x50, 0x11, 0xEE, 0x0B, 0xED];
+
+fn addressable_slave() -> Registers<8> {
+    let identity = Identity {
+        capabilities: identity().capabilities | capability::ADDRESSABLE,
+        ..identity()
+    };
+    let mut slave = Registers::new(ADDRESS, identity, Config::default());
+    assert_eq!(slave.on_write(&CLEAR_RESET), Ok(WriteEvent::None));
+    push_until(&mut slave, 3);
+    slave
+}
+
+#[test]
+fn an_address_write_moves_the_slave_and_keeps_everything_else() {
+    let mut slave = addressable_slave();
+    let before = slave.status();
+    assert_eq!(
+        slave.on_write(&ADDRESS_WRITE_0X11),
+        Ok(WriteEvent::Readdressed {
+            from: 0x10,
+            to: 0x11
+        })
+    );
+    assert_eq!(slave.address(), 0x11);
+    // Reads of the Address register return an idle bus.
+    let mut out = [0u8; 4];
+    assert_eq!(slave.on_read(&mut out), 0);
+    assert_eq!(out, [0xFF; 4]);
+    // Every reply is now sealed with the new address; identity, FIFO and counters are unchanged.
+    slave.on_write(&[Register::Identity as u8]).unwrap();
+    let mut reply = [0u8; 26];
+    slave.on_read(&mut reply);
+    let moved = Identity::decode(0x11, &reply).unwrap();
+    assert_eq!(moved.serial, identity().serial);
+    assert!(Identity::decode(0x10, &reply).is_err());
+    assert_eq!(slave.status(), before);
+    slave.on_write(&Fifo::request(0x11, 0)).unwrap();
+    let mut fifo = [0u8; 36];
+    slave.on_read(&mut fifo);
+    assert_eq!(
+        Fifo::decode(0x11, &fifo).unwrap().record.map(|r| r.seq),
+        Some(0)
+    );
+    // Writes must now carry the new address in their CRC.
+    assert!(matches!(
+        slave.on_write(&Command::ClearReset.frame(0x10)),
+        Err(WriteError::Decode(DecodeError::Crc { .. }))
+    ));
+    assert_eq!(slave.on_write(&Command::ClearReset.frame(0x11)), Ok(WriteEvent::None));
+    // And it can move back, with a frame sealed with its new address.
+    assert_eq!(
+        slave.on_write(&NewAddress(0x10).frame(0x11)),
+        Ok(WriteEvent::Readdressed {
+            from: 0x11,
+            to: 0x10
+        })
+    );
+    assert_eq!(slave.address(), 0x10);
+}
+
+#[test]
+fn rejected_address_writes_change_nothing() {
+    let mut slave = addressable_slave();
+    // A bit error anywhere in the frame: refused, counted as a CRC error.
+    for bit in 8..40 {
+        let mut frame = ADDRESS_WRITE_0X11;
+        frame[bit / 8] ^= 1 << (bit % 8);
+        assert!(slave.on_write(&frame).is_err(), "bit {bit}");
+        assert_eq!(slave.address(), ADDRESS, "bit {bit}");
+    }
+    assert_eq!(slave.status().crc_errors, 32);
+    // The frame meant for another slave fails the CRC here.
+    let result = slave.on_write(&NewAddress(0x11).frame(0x12));
+    assert!(matches!(
+        result,
+        Err(WriteError::Decode(DecodeError::Crc { .. }))
+    ));
+    // Reserved addresses and a wrong complement: refused, not CRC errors.
+    let crc_errors = slave.status().crc_errors;
+    for bad in [0x00u8, 0x07, 0x78, 0x7F, 0x80, 0xFF] {
+        assert_eq!(
+            slave.on_write(&NewAddress(bad).frame(ADDRESS)),
+            Err(WriteError::Decode(DecodeError::Field("address"))),
+            "{bad:#04x}"
+        );
+    }
+    let mut wrong_complement = [0x50, 0x11, 0xEF, 0, 0];
+    pmon_meter::crc::seal(ADDRESS, 0x50, &mut wrong_complement[1..], 2);
+    assert_eq!(
+        slave.on_write(&wrong_complement),
+        Err(WriteError::Decode(DecodeError::Field("address complement")))
+    );
+    assert_eq!(slave.status().crc_errors, crc_errors);
+    assert_eq!(slave.address(), ADDRESS);
+}
+
+#[test]
+fn a_slave_without_the_capability_refuses_an_address_write() {
+    let mut slave = running_slave::<8>(1);
+    assert_eq!(
+        slave.on_write(&ADDRESS_WRITE_0X11),
+        Err(WriteError::Register(0x50))
+    );
+    assert_eq!(slave.address(), ADDRESS);
+    assert_eq!(slave.status().crc_errors, 0);
+}
+
+#[test]
+fn writing_the_current_address_again_is_harmless() {
+    let mut slave = addressable_slave();
+    assert_eq!(
+        slave.on_write(&NewAddress(ADDRESS).frame(ADDRESS)),
+        Ok(WriteEvent::Readdressed {
+            from: ADDRESS,
+            to: ADDRESS
+        })
+    );
+    assert_eq!(slave.address(), ADDRESS);
 }

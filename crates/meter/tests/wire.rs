@@ -7,7 +7,9 @@
 
 use pmon_meter::crc;
 use pmon_meter::register::{capability, flag, Command};
-use pmon_meter::{Config, DecodeError, Fifo, Identity, Record, Register, Scales, Status};
+use pmon_meter::{
+    Config, DecodeError, Fifo, Identity, NewAddress, Record, Register, Scales, Status,
+};
 
 /// The slave of the worked example.
 const ADDRESS: u8 = 0x10;
@@ -59,6 +61,20 @@ const CONFIG_WRITE: [u8; 19] = [
     0x10, 0x32, 0x0A, 0x14, 0x73, 0x0F, 0x00, 0x70, 0x3A, 0x0F, 0x00, 0x88, 0xFF, 0x00, 0x00, 0x00,
     0x00, 0xB2, 0xFE,
 ];
+
+// §10.7: slave 0x10, now with ADDRESSABLE (capabilities 0x001F), moves to 0x11.
+const IDENTITY_ADDRESSABLE_0X10: [u8; 26] = [
+    0x50, 0x4D, 0x01, 0x01, 0x02, 0x03, 0xEE, 0xFF, 0xC0, 0x00, 0x1F, 0x00, 0x08, 0x07, 0xE8, 0x03,
+    0xF4, 0x01, 0x20, 0x20, 0x00, 0x00, 0x00, 0x00, 0x25, 0x3C,
+];
+const ADDRESS_WRITE_0X11: [u8; 5] = [0x50, 0x11, 0xEE, 0x0B, 0xED];
+const IDENTITY_ADDRESSABLE_0X11: [u8; 26] = [
+    0x50, 0x4D, 0x01, 0x01, 0x02, 0x03, 0xEE, 0xFF, 0xC0, 0x00, 0x1F, 0x00, 0x08, 0x07, 0xE8, 0x03,
+    0xF4, 0x01, 0x20, 0x20, 0x00, 0x00, 0x00, 0x00, 0x44, 0x90,
+];
+// §11: and back, and to 0x42.
+const ADDRESS_WRITE_BACK: [u8; 5] = [0x50, 0x10, 0xEF, 0xAF, 0xB8];
+const ADDRESS_WRITE_0X42: [u8; 5] = [0x50, 0x42, 0xBD, 0x71, 0xDC];
 
 const SCALES: Scales = Scales {
     current_lsb_ua: 1000,
@@ -147,7 +163,7 @@ fn crc_xmodem_update(mut crc: u16, data: u8) -> u16 {
 
 #[test]
 fn every_documented_crc_is_what_avr_libc_computes() {
-    let frames: [(u8, &[u8]); 12] = [
+    let frames: [(u8, &[u8]); 14] = [
         (0x00, &IDENTITY_REPLY),
         (0x10, &CONFIG_REPLY),
         (0x20, &STATUS_REPLY),
@@ -160,6 +176,8 @@ fn every_documented_crc_is_what_avr_libc_computes() {
         (0x30, &FIFO_REQUEST_1234[1..]),
         (0x30, &FIFO_REQUEST_1300[1..]),
         (0x10, &CONFIG_WRITE[1..]),
+        (0x50, &ADDRESS_WRITE_0X11[1..]),
+        (0x50, &ADDRESS_WRITE_0X42[1..]),
     ];
     for (register, frame) in frames {
         let (payload, tail) = frame.split_at(frame.len() - 2);
@@ -184,17 +202,88 @@ fn register_numbers_and_reply_lengths() {
         (Register::Status, 0x20, 22),
         (Register::Fifo, 0x30, 36),
         (Register::Command, 0x40, 0),
+        (Register::Address, 0x50, 0),
     ];
     for (register, number, reply_len) in table {
         assert_eq!(register as u8, number);
         assert_eq!(Register::from_u8(number), Some(register));
         assert_eq!(register.reply_len(), reply_len);
     }
-    for unknown in (0..=255u8).filter(|n| ![0x00, 0x10, 0x20, 0x30, 0x40].contains(n)) {
+    for unknown in (0..=255u8).filter(|n| ![0x00, 0x10, 0x20, 0x30, 0x40, 0x50].contains(n)) {
         assert_eq!(Register::from_u8(unknown), None);
     }
     assert_eq!(Fifo::REQUEST_LEN, 7);
     assert_eq!(Config::LEN + 3, 19);
+    assert_eq!(NewAddress::WRITE_LEN, 5);
+    assert_eq!(capability::ADDRESSABLE, 0x0010);
+}
+
+#[test]
+fn address_write_frames() {
+    assert_eq!(NewAddress(0x11).frame(ADDRESS), ADDRESS_WRITE_0X11);
+    assert_eq!(NewAddress(0x10).frame(0x11), ADDRESS_WRITE_BACK);
+    assert_eq!(NewAddress(0x42).frame(ADDRESS), ADDRESS_WRITE_0X42);
+    assert_eq!(
+        NewAddress::decode(ADDRESS, &ADDRESS_WRITE_0X11[1..]),
+        Ok(NewAddress(0x11))
+    );
+    assert_eq!(
+        NewAddress::decode(0x11, &ADDRESS_WRITE_BACK[1..]),
+        Ok(NewAddress(0x10))
+    );
+    // The CRC is the old address's: the same bytes at another slave fail it.
+    assert!(matches!(
+        NewAddress::decode(0x11, &ADDRESS_WRITE_0X11[1..]),
+        Err(DecodeError::Crc { .. })
+    ));
+}
+
+#[test]
+fn address_writes_check_complement_range_and_length() {
+    let sealed = |new: u8, complement: u8| {
+        let mut frame = [new, complement, 0, 0];
+        crc::seal(ADDRESS, 0x50, &mut frame, 2);
+        NewAddress::decode(ADDRESS, &frame)
+    };
+    assert_eq!(
+        sealed(0x11, 0xEF),
+        Err(DecodeError::Field("address complement"))
+    );
+    for reserved in (0x00..0x08u8).chain(0x78..=0xFF) {
+        assert_eq!(
+            sealed(reserved, !reserved),
+            Err(DecodeError::Field("address")),
+            "{reserved:#04x}"
+        );
+        assert!(!NewAddress::is_valid(reserved));
+    }
+    for valid in 0x08..=0x77u8 {
+        assert_eq!(sealed(valid, !valid), Ok(NewAddress(valid)));
+    }
+    assert!(matches!(
+        NewAddress::decode(ADDRESS, &ADDRESS_WRITE_0X11[1..4]),
+        Err(DecodeError::Length {
+            expected: 4,
+            actual: 3
+        })
+    ));
+}
+
+#[test]
+fn identity_of_an_addressable_slave_before_and_after_the_move() {
+    let addressable = Identity {
+        capabilities: identity().capabilities | capability::ADDRESSABLE,
+        ..identity()
+    };
+    let mut out = [0u8; 26];
+    addressable.seal(0x10, &mut out);
+    assert_eq!(out, IDENTITY_ADDRESSABLE_0X10);
+    addressable.seal(0x11, &mut out);
+    assert_eq!(out, IDENTITY_ADDRESSABLE_0X11);
+    // Same serial at the new address: the master's circuit id does not change.
+    let moved = Identity::decode(0x11, &IDENTITY_ADDRESSABLE_0X11).unwrap();
+    assert_eq!(moved.serial, 0x00C0_FFEE);
+    assert_eq!(moved, addressable);
 }
 
 #[test]
@@ -480,7 +569,7 @@ fn document_contains_every_frame() {
     let doc = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read the specification at {path}: {e}"));
     let doc = normalise(&doc);
-    let frames: [(&str, &[u8]); 16] = [
+    let frames: [(&str, &[u8]); 21] = [
         ("Identity reply", &IDENTITY_REPLY),
         ("Config reply", &CONFIG_REPLY),
         ("Status reply", &STATUS_REPLY),
@@ -497,6 +586,11 @@ fn document_contains_every_frame() {
         ("FIFO reply with RESET", &FIFO_REPLY_RESET),
         ("empty FIFO reply", &FIFO_REPLY_EMPTY),
         ("Config write", &CONFIG_WRITE),
+        ("Identity of an addressable slave", &IDENTITY_ADDRESSABLE_0X10),
+        ("Address write to 0x11", &ADDRESS_WRITE_0X11),
+        ("Identity at the new address", &IDENTITY_ADDRESSABLE_0X11),
+        ("Address write back to 0x10", &ADDRESS_WRITE_BACK),
+        ("Address write to 0x42", &ADDRESS_WRITE_0X42),
     ];
     for (name, bytes) in frames {
         assert!(
@@ -507,6 +601,7 @@ fn document_contains_every_frame() {
     }
     for crc in [
         "0xFAD2", "0x3C92", "0x2282", "0x9212", "0x81D1", "0x188C", "0xFEB2", "0x29B1",
+        "0xED0B", "0x3C25", "0x9044",
     ] {
         assert!(doc.contains(crc), "docs/protocol/i2c.md lost the CRC {crc}");
     }

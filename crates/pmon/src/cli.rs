@@ -61,11 +61,41 @@ pub enum Command {
     Broker,
     /// Run only the acquisition, publishing to --mqtt-url (or the local broker).
     Acquire,
+    /// Run only the historian: store every frame in SQLite under --data-dir and answer
+    /// queries on --api-port.
+    Historian(HistorianArgs),
     /// Subscribe and print what pmon publishes, decoded.
     Tail(TailArgs),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check this setup (I2C buses, slaves, CRC errors, broker, data directory) and explain fixes.
+    ///
+    /// Exit status 0 when no check failed (warnings allowed), 1 when any failed.
+    Doctor(crate::doctor::DoctorArgs),
+    /// Slave board maintenance (change a board's bus address).
+    #[command(subcommand)]
+    Slave(crate::slave::SlaveCommand),
+    /// Simulator tools.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+/// `pmon sim …`.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Act as a serial bridge with simulated slaves (--sim N or --sim-config FILE) behind
+    /// it, in real time, on a tty or pseudo-terminal, until SIGINT or SIGTERM.
+    Bridge(crate::sim_bridge::BridgeArgs),
+}
+
+/// `pmon historian`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HistorianArgs {
+    /// Verify the database (SQLite integrity and the chunk invariants), report and exit:
+    /// 0 when it is sound, 1 when it is not.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `pmon tail`.

@@ -1,10 +1,14 @@
 //! The `pmon` binary's library: command dispatch, configuration, `tail`.
 #![warn(missing_docs)]
 
+pub mod buses;
 pub mod cli;
+pub mod doctor;
 pub mod logging;
 pub mod settings;
 pub mod shutdown;
+pub mod sim_bridge;
+pub mod slave;
 pub mod tail;
 
 use anyhow::Context;
@@ -27,6 +31,13 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // Maintenance commands are synchronous and read the configuration themselves.
+    match &cli.command {
+        Command::Doctor(args) => return doctor::run(&cli.common, args),
+        Command::Slave(command) => return slave::run(&cli.common, command),
+        Command::Sim(cli::SimCommand::Bridge(args)) => return sim_bridge::run(&cli.common, args),
+        _ => {}
+    }
     let resolved = settings::resolve(&cli.common)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,8 +50,9 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             Command::Up => up(resolved).await,
             Command::Broker => broker(resolved).await,
             Command::Acquire => acquire(resolved).await,
+            Command::Historian(args) => historian(resolved, args).await,
             Command::Tail(args) => tail::run(&resolved, args).await,
-            Command::Config(_) => Ok(()),
+            Command::Config(_) | Command::Doctor(_) | Command::Slave(_) | Command::Sim(_) => Ok(()),
         }
     })
 }
@@ -60,6 +72,7 @@ fn acquire_config(resolved: &Resolved) -> pmon_acquire::AcquireConfig {
         circuits: resolved.circuits.clone(),
         data_dir: Some(resolved.data_dir.clone()),
         source,
+        homeassistant: resolved.homeassistant.clone(),
     }
 }
 
@@ -78,7 +91,8 @@ async fn acquire(resolved: Resolved) -> anyhow::Result<()> {
 }
 
 /// The broker first (so the services find it), then every service; the first to fail
-/// stops the rest.
+/// stops the rest. Shutdown runs downstream: the acquisition publishes its last frames, the
+/// historian gets a moment to commit them, then it stops, then the broker.
 async fn up(resolved: Resolved) -> anyhow::Result<()> {
     let (fanout, trigger) = Fanout::new();
     let broker_config = resolved.broker.clone();
@@ -87,9 +101,17 @@ async fn up(resolved: Resolved) -> anyhow::Result<()> {
         .context("broker start-up")?
         .context("cannot start the embedded MQTT broker")?;
     info!(addr = %broker.local_addr(), "embedded MQTT broker listening");
+    let (stop_downstream, downstream) = tokio::sync::watch::channel(false);
     let mut acquisition = tokio::spawn(pmon_acquire::run(acquire_config(&resolved), fanout.wait()));
+    let mut historian = tokio::spawn(pmon_historian::run(
+        historian_config(&resolved, false),
+        async move {
+            let mut downstream = downstream;
+            let _ = downstream.wait_for(|stop| *stop).await;
+        },
+    ));
     let mut failure: Option<anyhow::Error> = None;
-    let mut acquisition_done = false;
+    let (mut acquisition_done, mut historian_done) = (false, false);
     tokio::select! {
         error = broker.died() => {
             failure = Some(anyhow::Error::new(error).context("the embedded MQTT broker stopped"));
@@ -98,11 +120,23 @@ async fn up(resolved: Resolved) -> anyhow::Result<()> {
             acquisition_done = true;
             failure = service_failure("acquisition", ended);
         }
+        ended = &mut historian => {
+            historian_done = true;
+            failure = service_failure("historian", ended);
+        }
         _ = fanout.wait() => {}
     }
     let _ = trigger.send(true);
     if !acquisition_done {
         if let Some(error) = service_failure("acquisition", acquisition.await) {
+            failure.get_or_insert(error);
+        }
+    }
+    // The acquisition's last frames are on their way to the historian.
+    tokio::time::sleep(HISTORIAN_DRAIN).await;
+    let _ = stop_downstream.send(true);
+    if !historian_done {
+        if let Some(error) = service_failure("historian", historian.await) {
             failure.get_or_insert(error);
         }
     }
@@ -116,6 +150,31 @@ async fn up(resolved: Resolved) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// How long `pmon up` lets the historian take the acquisition's last frames before stopping it.
+const HISTORIAN_DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
+
+fn historian_config(resolved: &Resolved, check: bool) -> pmon_historian::HistorianConfig {
+    let mut config = pmon_historian::HistorianConfig::new(&resolved.site, &resolved.data_dir);
+    config.mqtt = pmon_historian::MqttSettings {
+        url: resolved.mqtt.url.clone(),
+        client_id: None,
+        credentials: resolved.mqtt.credentials.clone(),
+    };
+    config.api_bind = std::net::SocketAddr::from(([127, 0, 0, 1], resolved.api_port));
+    config.store = resolved.historian.retention.clone();
+    config.commit_interval_ms = resolved.historian.commit_interval_ms;
+    config.max_unacked = resolved.historian.max_unacked;
+    config.check = check;
+    config
+}
+
+async fn historian(resolved: Resolved, args: cli::HistorianArgs) -> anyhow::Result<()> {
+    let (fanout, _) = Fanout::new();
+    pmon_historian::run(historian_config(&resolved, args.check), fanout.wait())
+        .await
+        .context("historian")
 }
 
 fn service_failure<E>(

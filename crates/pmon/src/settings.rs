@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use pmon_acquire::{CircuitLabel, MqttConfig, Settings};
+use pmon_acquire::{CircuitLabel, HomeAssistantConfig, MqttConfig, Settings};
 use pmon_broker::BrokerConfig;
+use pmon_historian::store::StoreOptions;
 use serde::Deserialize;
 
 use crate::cli::Common;
@@ -15,6 +16,8 @@ pub const EXAMPLE: &str = include_str!("example.toml");
 pub const DEFAULT_SITE: &str = "home";
 /// Default data directory, relative to where pmon starts.
 pub const DEFAULT_DATA_DIR: &str = "pmon-data";
+/// Default port of the historian's query API.
+pub const DEFAULT_API_PORT: u16 = 8081;
 /// Slaves simulated when no bus is configured.
 pub const DEMO_CIRCUITS: usize = 8;
 
@@ -52,6 +55,8 @@ pub struct MqttSection {
     pub username: Option<String>,
     /// Password.
     pub password: Option<String>,
+    /// Keep-alive, s (default 30): a vanished acquisition is reported `offline` after 1.5 × this.
+    pub keep_alive_s: Option<u64>,
 }
 
 /// The whole config file.
@@ -68,8 +73,34 @@ pub struct FileConfig {
     pub broker: BrokerConfig,
     /// `[acquisition]`.
     pub acquisition: Settings,
+    /// `[historian]`.
+    pub historian: HistorianSection,
     /// `[[circuit]]`.
     pub circuit: Vec<CircuitLabel>,
+    /// `[homeassistant]`.
+    pub homeassistant: HomeAssistantConfig,
+}
+
+/// `[historian]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorianSection {
+    /// Longest wait before received records are committed, ms.
+    pub commit_interval_ms: u64,
+    /// Commit early once this many messages wait for their acknowledgement.
+    pub max_unacked: usize,
+    /// `[historian.retention]`: days kept per tier.
+    pub retention: StoreOptions,
+}
+
+impl Default for HistorianSection {
+    fn default() -> HistorianSection {
+        HistorianSection {
+            commit_interval_ms: pmon_historian::config::DEFAULT_COMMIT_INTERVAL_MS,
+            max_unacked: pmon_historian::config::DEFAULT_MAX_UNACKED,
+            retention: StoreOptions::default(),
+        }
+    }
 }
 
 impl FileConfig {
@@ -104,8 +135,14 @@ pub struct Resolved {
     pub mqtt: MqttConfig,
     /// The acquisition.
     pub acquisition: Settings,
+    /// The historian.
+    pub historian: HistorianSection,
+    /// Port of the historian's query API.
+    pub api_port: u16,
     /// Circuit names.
     pub circuits: Vec<CircuitLabel>,
+    /// Home Assistant discovery.
+    pub homeassistant: HomeAssistantConfig,
     /// What to simulate, if anything; `None` means the configured hardware buses.
     pub simulator: Option<(pmon_sim::SimConfig, String)>,
 }
@@ -163,9 +200,16 @@ pub fn resolve(common: &Common) -> Result<Resolved, SettingsError> {
             url,
             client_id: None,
             credentials,
+            keep_alive_s: file
+                .mqtt
+                .keep_alive_s
+                .unwrap_or(pmon_acquire::config::DEFAULT_KEEP_ALIVE_S),
         },
         acquisition: file.acquisition,
+        historian: file.historian,
+        api_port: common.api_port.unwrap_or(DEFAULT_API_PORT),
         circuits: file.circuit,
+        homeassistant: file.homeassistant,
         simulator,
     })
 }
@@ -181,7 +225,10 @@ mod tests {
         assert_eq!(parsed.data_dir, Some(PathBuf::from(DEFAULT_DATA_DIR)));
         assert_eq!(parsed.broker, BrokerConfig::default());
         assert_eq!(parsed.acquisition, Settings::default());
+        assert_eq!(parsed.historian, HistorianSection::default());
         assert!(parsed.circuit.is_empty());
+        assert_eq!(parsed.homeassistant, HomeAssistantConfig::default());
+        assert_eq!(parsed.mqtt.keep_alive_s, Some(30));
     }
 
     #[test]

@@ -245,6 +245,7 @@ async fn up_publishes_every_configured_circuit_on_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
     let sim = write_sim(dir.path());
     let port = free_port();
+    let api_port = free_port();
     let data = dir.path().join("data");
     let mut pmon = Process::spawn(
         "pmon-up",
@@ -255,6 +256,8 @@ async fn up_publishes_every_configured_circuit_on_the_embedded_broker() {
             &sim,
             "--mqtt-port",
             &port.to_string(),
+            "--api-port",
+            &api_port.to_string(),
             "--site",
             "e2e",
             "--data-dir",
@@ -268,6 +271,54 @@ async fn up_publishes_every_configured_circuit_on_the_embedded_broker() {
     let received = collect(port, "pmon/e2e/#", Duration::from_secs(4)).await;
     let states = sub.await.unwrap();
     check_site(&received, "e2e", &states);
+
+    // The historian runs in `pmon up` too: every circuit is stored, and the CSV export holds
+    // the records the broker carried.
+    let (status, circuits) = http_get(api_port, "/api/v1/circuits");
+    assert_eq!(status, 200, "{circuits}");
+    let circuits: serde_json::Value = serde_json::from_str(&circuits).unwrap();
+    assert_eq!(
+        circuits["circuits"].as_array().map(Vec::len),
+        Some(3),
+        "{circuits}"
+    );
+    let (status, csv) = http_get(
+        api_port,
+        "/api/v1/export.csv?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&resolution=raw",
+    );
+    assert_eq!(status, 200, "{csv}");
+    let header = csv.lines().next().unwrap_or_default();
+    for column in [
+        "time",
+        "circuit",
+        "seq",
+        "voltage",
+        "real_power",
+        "energy_import_kwh",
+    ] {
+        assert!(
+            header.split(',').any(|c| c == column),
+            "{column} in {header}"
+        );
+    }
+    let stored: std::collections::BTreeSet<String> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split(',').nth(2).map(str::to_string))
+        .collect();
+    let published: Vec<String> = received
+        .iter()
+        .filter(|(topic, _)| topic.ends_with("/frame"))
+        .flat_map(|(_, payloads)| payloads.iter())
+        .flat_map(|payload| Frame::decode(payload).unwrap().records)
+        .map(|record| record.seq.to_string())
+        .collect();
+    let missing: Vec<&String> = published
+        .iter()
+        .filter(|seq| !stored.contains(*seq))
+        .collect();
+    // The last second of frames may not be committed yet.
+    assert!(missing.len() <= 3 * 6, "not stored: {missing:?}");
 
     let status = pmon.terminate(Duration::from_secs(15));
     assert!(

@@ -34,6 +34,9 @@ pub struct Health {
     pub dropped_frames: u64,
     /// The newest block received, RFC 3339 UTC; absent before the first.
     pub last_seen: Option<String>,
+    /// Recovery steps run on this circuit's bus after it got stuck (bus-wide, cumulative).
+    #[serde(default)]
+    pub bus_recoveries: u64,
 }
 
 /// `pmon/<site>/circuit/<id>/info`, retained: what the circuit is and how it is reached.

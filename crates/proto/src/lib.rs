@@ -6,6 +6,7 @@
 //! bytes are specified in `docs/mqtt.md`; the tests here pin them.
 #![warn(missing_docs)]
 
+pub mod discovery;
 pub mod frame;
 pub mod health;
 pub mod state;

@@ -76,6 +76,12 @@ impl Topics {
         format!("{}/circuit/{id}/{}", self.root, which.leaf())
     }
 
+    /// `pmon/<site>/circuit/<id>/raw/<quantity>`: one plain number per message (see
+    /// [`crate::discovery::QUANTITIES`] for the quantity ids).
+    pub fn raw(&self, id: &str, quantity: &str) -> String {
+        format!("{}/circuit/{id}/raw/{quantity}", self.root)
+    }
+
     /// A filter for one kind of topic of every circuit: `pmon/<site>/circuit/+/<leaf>`.
     pub fn all_circuits(&self, which: CircuitTopic) -> String {
         format!("{}/circuit/+/{}", self.root, which.leaf())
@@ -122,6 +128,11 @@ mod tests {
         );
         assert_eq!(t.parse_circuit("pmon/other/circuit/x/state"), None);
         assert_eq!(t.parse_circuit("pmon/home/circuit/x/bogus"), None);
+        assert_eq!(
+            t.raw("00c0ffee", "voltage"),
+            "pmon/home/circuit/00c0ffee/raw/voltage"
+        );
+        assert_eq!(t.parse_circuit(&t.raw("00c0ffee", "voltage")), None);
         assert_eq!(circuit_id(0xC0FFEE), "00c0ffee");
     }
 

@@ -50,6 +50,8 @@ pub(crate) struct BusState {
     /// Slot in `slaves` of each 7-bit address (`NONE` when absent): a table is faster than a map.
     slots: [u16; 128],
     slaves: Vec<SimSlave>,
+    /// Prototype boards (`kind = "legacy"`), answering where no pmon slave does.
+    pub(crate) legacy: Vec<crate::legacy::LegacySlave>,
     rng: SmallRng,
     pub stats: BusStats,
 }
@@ -73,6 +75,7 @@ impl BusState {
             stuck_until: None,
             slots,
             slaves,
+            legacy: Vec::new(),
             rng,
             stats: BusStats::default(),
         }
@@ -94,6 +97,18 @@ impl BusState {
             slave.catch_up(now);
         }
         self.slaves.iter_mut()
+    }
+
+    /// The slave in `slot` took a new address (register 0x50). It answers there from the end
+    /// of this transaction on. A slave already at `to` is shadowed: the simulator does not
+    /// model two slaves answering at once (the master refuses to move a slave onto an
+    /// address that answers).
+    fn move_slave(&mut self, slot: u16, from: u8, to: u8) {
+        let from = usize::from(from & 0x7F);
+        if self.slots[from] == slot {
+            self.slots[from] = NONE;
+        }
+        self.slots[usize::from(to & 0x7F)] = slot;
     }
 
     /// Runs one transaction and returns how long it held the wire.
@@ -132,6 +147,15 @@ impl BusState {
             .get(usize::from(slot))
             .is_some_and(SimSlave::plugged);
         if !present {
+            if let Some(slave) = self
+                .legacy
+                .iter_mut()
+                .find(|slave| slave.address() == address && slave.plugged())
+            {
+                slave.catch_up(now);
+                slave.transact(operations);
+                return (Ok(()), full_time);
+            }
             self.stats.nacks += 1;
             return (nack, nack_time(clock_hz, overhead));
         }
@@ -144,6 +168,7 @@ impl BusState {
         let corrupt_rate = self.settings.corrupt_rate;
         let slave = &mut self.slaves[usize::from(slot)];
         slave.catch_up(now);
+        let address_before = slave.address();
         for operation in operations.iter_mut() {
             match operation {
                 Operation::Write(bytes) => slave.write(bytes),
@@ -163,6 +188,10 @@ impl BusState {
                     }
                 }
             }
+        }
+        let address_after = slave.address();
+        if address_after != address_before {
+            self.move_slave(slot, address_before, address_after);
         }
         (Ok(()), full_time)
     }

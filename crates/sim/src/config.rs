@@ -110,6 +110,35 @@ pub struct SlaveConfig {
     /// FIFO capacity in records: one of 8, 16, 32 (default), 64, 128, 255.
     #[serde(default = "default_fifo")]
     pub fifo: usize,
+    /// What the board speaks: `"pmon"` (default) or `"legacy"`, the original prototype's
+    /// ASCII protocol (`docs/protocol/legacy.md`).
+    #[serde(default, skip_serializing_if = "SlaveKind::is_pmon")]
+    pub kind: SlaveKind,
+    /// Legacy slaves only: probability per reading that the two halves of the reply come
+    /// in the wrong order from then on (as the prototype's did after a lost read). Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub swap_rate: f64,
+}
+
+/// The protocol a simulated slave speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlaveKind {
+    /// pmon's I2C protocol (`docs/protocol/i2c.md`).
+    #[default]
+    Pmon,
+    /// The prototype's ASCII readings (`docs/protocol/legacy.md`).
+    Legacy,
+}
+
+impl SlaveKind {
+    fn is_pmon(&self) -> bool {
+        *self == SlaveKind::Pmon
+    }
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 fn default_clock_hz() -> u32 {
@@ -147,6 +176,8 @@ impl SlaveConfig {
             adc_bits: default_adc_bits(),
             schedule: Vec::new(),
             fifo: default_fifo(),
+            kind: SlaveKind::Pmon,
+            swap_rate: 0.0,
         }
     }
 

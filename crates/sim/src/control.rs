@@ -48,7 +48,7 @@ impl SimControl {
         }
     }
 
-    fn bus(&self, bus: BusId) -> Result<&Mutex<BusState>, SimError> {
+    pub(crate) fn bus(&self, bus: BusId) -> Result<&Mutex<BusState>, SimError> {
         self.buses
             .iter()
             .find(|(id, _)| *id == bus)

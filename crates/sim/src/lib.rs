@@ -25,12 +25,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod bridge;
 mod bus;
 mod clock;
 mod config;
 mod control;
 mod demo;
 mod error;
+mod legacy;
 mod registers;
 mod simulator;
 mod slave;
@@ -38,12 +40,14 @@ mod timing;
 mod validate;
 mod waveform;
 
+pub use bridge::CLOCK_STEPS;
 pub use bus::{BusStats, SimBus, SimBusError};
 pub use clock::{ClockMode, SimClock};
-pub use config::{BusConfig, BusId, SimConfig, SlaveConfig, FIFO_CAPACITIES};
+pub use config::{BusConfig, BusId, SimConfig, SlaveConfig, SlaveKind, FIFO_CAPACITIES};
 pub use control::{SimControl, SlaveRef};
 pub use demo::DEMO_SLAVES_PER_BUS;
 pub use error::{ConfigError, SimError};
+pub use legacy::{LegacySlave, LegacyTruth, LEGACY_FIRST_HALF, LEGACY_START};
 pub use simulator::Simulator;
 pub use slave::{Energy, SimSlave, SIM_FIRMWARE};
 pub use timing::{nack_time, transaction_time, BITS_PER_BYTE};

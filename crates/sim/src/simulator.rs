@@ -8,9 +8,10 @@ use rand::SeedableRng;
 
 use crate::bus::{BusState, SimBus};
 use crate::clock::{ClockMode, SimClock};
-use crate::config::{BusId, SimConfig};
+use crate::config::{BusId, SimConfig, SlaveKind};
 use crate::control::SimControl;
 use crate::error::ConfigError;
+use crate::legacy::LegacySlave;
 use crate::slave::SimSlave;
 
 /// A whole simulation: one [`SimBus`] per bus, for one poller thread each, and the
@@ -51,7 +52,7 @@ impl Simulator {
             let slaves = config
                 .slaves
                 .iter()
-                .filter(|slave| slave.bus == id)
+                .filter(|slave| slave.bus == id && slave.kind == SlaveKind::Pmon)
                 .map(|slave| {
                     SimSlave::new(
                         slave.clone(),
@@ -60,12 +61,19 @@ impl Simulator {
                 })
                 .collect();
             let rng = SmallRng::seed_from_u64(derive_seed(config.seed, id, 0, 2));
-            let state = Arc::new(Mutex::new(BusState::new(
-                clock.clone(),
-                config.bus(id),
-                slaves,
-                rng,
-            )));
+            let mut state = BusState::new(clock.clone(), config.bus(id), slaves, rng);
+            state.legacy = config
+                .slaves
+                .iter()
+                .filter(|slave| slave.bus == id && slave.kind == SlaveKind::Legacy)
+                .map(|slave| {
+                    LegacySlave::new(
+                        slave.clone(),
+                        derive_seed(config.seed, id, slave.address, 1),
+                    )
+                })
+                .collect();
+            let state = Arc::new(Mutex::new(state));
             buses.push((id, SimBus::new(id, clock, Arc::clone(&state))));
             states.push((id, state));
         }

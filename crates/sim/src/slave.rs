@@ -74,7 +74,7 @@ impl SimSlave {
         &self.config
     }
 
-    /// The 7-bit address.
+    /// The 7-bit address it answers on (the configured one until the master moves it).
     pub fn address(&self) -> u8 {
         self.config.address
     }
@@ -131,8 +131,16 @@ impl SimSlave {
             }
             Ok(WriteEvent::SaveConfig) => self.saved_config = self.registers.config(),
             Ok(WriteEvent::Reboot) => self.reboot(),
+            Ok(WriteEvent::Readdressed { to, .. }) => self.readdress(to),
             Ok(WriteEvent::None) | Err(_) => {}
         }
+    }
+
+    /// Takes a new address, as firmware stores it in EEPROM: it survives reboots. The serial
+    /// number is pinned first, so a serial derived from the old address does not change.
+    fn readdress(&mut self, to: u8) {
+        self.config.serial = Some(self.config.serial_number());
+        self.config.address = to;
     }
 
     /// The master clocks out `out.len()` bytes.
@@ -212,7 +220,8 @@ fn identity(config: &SlaveConfig) -> Identity {
         capabilities: capability::ENERGY
             | capability::PHASE_ANGLE
             | capability::CALIBRATION
-            | capability::PERSISTENT_CONFIG,
+            | capability::PERSISTENT_CONFIG
+            | capability::ADDRESSABLE,
         sample_rate: SAMPLE_RATE as u16,
         scales: Scales::for_range(config.current_range, MAX_VOLTAGE),
         record_len: RECORD_LEN as u8,

@@ -117,6 +117,9 @@ fn check_slave(slave: &SlaveConfig) -> Result<(), String> {
             slave.fifo
         ));
     }
+    if !(0.0..=1.0).contains(&slave.swap_rate) {
+        return Err(format!("swap_rate = {} must lie in 0..=1", slave.swap_rate));
+    }
     for &(seconds, relative) in &slave.schedule {
         if !(seconds > 0.0 && seconds.is_finite()) {
             return Err(format!(
