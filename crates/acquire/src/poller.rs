@@ -344,6 +344,20 @@ impl<I2C: I2c> Poller<I2C> {
                 info!(bus = %self.bus, address, old = %session.circuit, "a different board now answers at this address");
                 self.save_session(address);
             }
+            // A board given a new address (`pmon slave set-address`) is the same circuit: its
+            // session moves with it instead of reporting the old address offline.
+            let moved_from = self
+                .sessions
+                .iter()
+                .find(|(old, session)| {
+                    **old != address && session.identity.serial == identity.serial
+                })
+                .map(|(old, _)| *old);
+            if let Some(old) = moved_from {
+                info!(bus = %self.bus, from = old, to = address, "a board moved to a new address");
+                self.save_session(old);
+                self.sessions.remove(&old);
+            }
             self.add_session(address, identity);
         }
     }
@@ -673,6 +687,11 @@ impl<I2C: I2c> Poller<I2C> {
     /// The master, for counters.
     pub fn master(&self) -> &Master<I2C> {
         &self.master
+    }
+
+    /// The driver, mutably: for maintenance between polls (readdressing a board, say).
+    pub fn master_mut(&mut self) -> &mut Master<I2C> {
+        &mut self.master
     }
 
     /// Saves every circuit's bases to the store (as `run` does when it stops); legacy

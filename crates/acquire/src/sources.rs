@@ -90,8 +90,8 @@ fn simulated(sim: &SimConfig, simulator: Simulator) -> Buses {
 
 #[cfg(unix)]
 fn open_hardware(config: &AcquireConfig) -> Result<Buses, AcquireError> {
-    use crate::config::{BusKind, DEFAULT_BAUD, DEFAULT_BRIDGE_TIMEOUT_MS};
-    use pmon_bus::bridge::{BridgeOptions, SerialBridge};
+    use crate::config::{BusKind, DEFAULT_BAUD};
+    use pmon_bus::bridge::SerialBridge;
 
     let mut buses = Vec::new();
     for bus in &config.settings.bus {
@@ -120,12 +120,7 @@ fn open_hardware(config: &AcquireConfig) -> Result<Buses, AcquireError> {
                 }
             }
             BusKind::Serial => {
-                let options = BridgeOptions {
-                    timeout: std::time::Duration::from_millis(
-                        bus.timeout_ms.unwrap_or(DEFAULT_BRIDGE_TIMEOUT_MS),
-                    ),
-                    ..BridgeOptions::default()
-                };
+                let options = bridge_options(bus);
                 let baud = bus.baud.unwrap_or(DEFAULT_BAUD);
                 let mut bridge = SerialBridge::open(&path, baud, options).map_err(|error| {
                     fail(pmon_bus::DriverError::Open {
@@ -157,6 +152,18 @@ fn open_hardware(config: &AcquireConfig) -> Result<Buses, AcquireError> {
         buses,
         names: BTreeMap::new(),
     })
+}
+
+/// The serial options of a bridge bus.
+#[cfg(unix)]
+fn bridge_options(bus: &BusConfig) -> pmon_bus::bridge::BridgeOptions {
+    pmon_bus::bridge::BridgeOptions {
+        timeout: std::time::Duration::from_millis(
+            bus.timeout_ms
+                .unwrap_or(crate::config::DEFAULT_BRIDGE_TIMEOUT_MS),
+        ),
+        ..pmon_bus::bridge::BridgeOptions::default()
+    }
 }
 
 #[cfg(not(unix))]
@@ -199,18 +206,34 @@ impl Buses {
                 #[cfg(unix)]
                 OpenBus::Serial(config, bridge) => {
                     let policy = settings.policy(Some(&config));
+                    let path = config.path.to_string_lossy().into_owned();
+                    let baud = config.baud.unwrap_or(crate::config::DEFAULT_BAUD);
+                    let options = bridge_options(&config);
                     let poller = Poller::new(
                         config.id.clone(),
                         Master::new(bridge, policy.retry),
                         shared.clone(),
                     )
                     .with_policy(policy)
-                    .with_recovery(|bridge| match bridge.reset() {
-                        Ok(true) => Ok(()),
-                        Ok(false) => {
-                            Err("the bridge reset the bus but SDA is still held low".into())
+                    .with_recovery(move |bridge| {
+                        let reset = match bridge.reset() {
+                            Ok(free) => Ok(free),
+                            // The line itself failed (a USB bridge unplugged and back): open
+                            // the port again, then reset.
+                            Err(_) => {
+                                *bridge =
+                                    pmon_bus::bridge::SerialBridge::open(&path, baud, options)
+                                        .map_err(|e| e.to_string())?;
+                                bridge.reset()
+                            }
+                        };
+                        match reset {
+                            Ok(true) => Ok(()),
+                            Ok(false) => {
+                                Err("the bridge reset the bus but SDA is still held low".into())
+                            }
+                            Err(error) => Err(error.to_string()),
                         }
-                        Err(error) => Err(error.to_string()),
                     });
                     start(config.id, poller, stop)
                 }

@@ -180,6 +180,25 @@ mod tests {
     }
 
     #[test]
+    fn legacy_bases_survive_reopening_in_their_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = LegacyBases {
+            next_seq: 77,
+            import_mwh: 12,
+            import_frac: 3_599_999_999,
+            export_mwh: 0,
+            export_frac: 1,
+        };
+        let mut store = BasesStore::open(dir.path()).unwrap();
+        store.put_legacy("4c000020", legacy).unwrap();
+        store.put("00000001", bases(42)).unwrap();
+        let reopened = BasesStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.get_legacy("4c000020"), Some(legacy));
+        assert_eq!(reopened.get("00000001"), Some(bases(42)));
+        assert!(dir.path().join(LEGACY_FILE_NAME).exists());
+    }
+
+    #[test]
     fn a_corrupt_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();

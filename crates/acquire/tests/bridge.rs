@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pmon_acquire::{AcquireConfig, BusConfig, Settings, Source};
+use pmon_acquire::{AcquireConfig, BusConfig, LegacyConfig, Settings, Source};
 use pmon_bus::bridge::tty::TtyPort;
 use pmon_bus::bridge::{default_info, BridgeServer};
 use pmon_proto::topic::circuit_id;
@@ -79,6 +79,14 @@ async fn the_acquisition_polls_through_a_serial_bridge_and_recovers_it() {
         recover_after: 3,
         recovery_backoff_ms: 200,
         bus: vec![usb0],
+        // Configured rather than detected: a board that has not measured yet reads as
+        // padding only, and the next scan is 30 s away.
+        legacy: vec![LegacyConfig {
+            bus: "usb0".into(),
+            address: 0x20,
+            serial: None,
+            name: Some("Workshop".into()),
+        }],
         ..Settings::default()
     };
     settings.validate().unwrap();
@@ -99,14 +107,21 @@ async fn the_acquisition_polls_through_a_serial_bridge_and_recovers_it() {
     let pumps = [circuit_id(0x504D_0010), circuit_id(0x504D_0011)];
     let old = circuit_id(pmon_acquire::legacy::derived_serial("usb0", 0x20));
     let first = wait_for(&seen, Duration::from_secs(15), |s| {
-        pumps.iter().all(|c| s.frames.get(c).map_or(0, Vec::len) >= 15)
+        pumps
+            .iter()
+            .all(|c| s.frames.get(c).map_or(0, Vec::len) >= 15)
             && s.frames.get(&old).map_or(0, Vec::len) >= 2
     })
     .await;
     for c in pumps.iter().chain([&old]) {
-        assert!(first.frames.contains_key(c), "{c} never arrived: {:?}", first.frames.keys());
+        assert!(
+            first.frames.contains_key(c),
+            "{c} never arrived: {:?}",
+            first.frames.keys()
+        );
     }
     assert_eq!(first.info[&old].protocol, "legacy");
+    assert_eq!(first.info[&old].name, "Workshop");
 
     // The bus behind the bridge gets stuck for good: only a recovery (RESET) frees it.
     let stuck_at = Instant::now();
@@ -149,7 +164,11 @@ async fn the_acquisition_polls_through_a_serial_bridge_and_recovers_it() {
         let records = &end.frames[c];
         assert_monotonic(c, records);
         for pair in records.windows(2) {
-            assert_eq!(pair[1].seq, pair[0].seq + 1, "{c}: a record lost or repeated");
+            assert_eq!(
+                pair[1].seq,
+                pair[0].seq + 1,
+                "{c}: a record lost or repeated"
+            );
         }
     }
     let legacy = &end.frames[&old];

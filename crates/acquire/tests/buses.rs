@@ -101,7 +101,10 @@ async fn a_stuck_bus_does_not_stop_the_others_and_recovers() {
     })
     .await;
     for c in &all {
-        assert!(started.frames.get(c).map_or(0, Vec::len) >= 5, "{c} never started");
+        assert!(
+            started.frames.get(c).map_or(0, Vec::len) >= 5,
+            "{c} never started"
+        );
     }
 
     // Bus 1 stuck for 3 s.
@@ -114,13 +117,20 @@ async fn a_stuck_bus_does_not_stop_the_others_and_recovers() {
     for (c, count) in healthy.iter().zip(before) {
         let now = during.frames[c].len();
         // 2.5 s at 5 blocks/s: records keep flowing on the other buses.
-        assert!(now >= count + 8, "{c}: {count} → {now} records while bus 1 was stuck");
+        assert!(
+            now >= count + 8,
+            "{c}: {count} → {now} records while bus 1 was stuck"
+        );
     }
     for c in &stuck {
         let offline = during.availability[c]
             .iter()
             .any(|(at, payload)| *at > stuck_at && payload == "offline");
-        assert!(offline, "{c} did not go offline: {:?}", during.availability[c]);
+        assert!(
+            offline,
+            "{c} did not go offline: {:?}",
+            during.availability[c]
+        );
     }
 
     // The bus frees at 3 s; the next recovery step (back-off 0.3, 0.6, 1.2, 2.4 s) finds it.

@@ -208,3 +208,28 @@ async fn an_acquisition_restart_continues_numbers_and_totals() {
     assert_continuous(&records);
     total_energy_close(&records, records.len() as f64 * 0.2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_board_moved_to_a_new_address_stays_the_same_circuit() {
+    let (_broker, port) = broker().await;
+    let records = subscribe(port);
+    let publisher = publisher(port).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let store = Arc::new(Mutex::new(BasesStore::in_memory()));
+    let (bus, control) = simulator();
+    let mut poller = poller(bus, &publisher, &store);
+
+    run(&mut poller, &control, 30);
+    poller.master_mut().set_address(0x10, 0x21).unwrap();
+    poller.scan();
+    run(&mut poller, &control, 30);
+
+    let records = settle(&records, 58).await;
+    assert!(records.len() >= 58, "{} records", records.len());
+    assert_continuous(&records);
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "one circuit, no gap and no restart across the move: {seqs:?}"
+    );
+}

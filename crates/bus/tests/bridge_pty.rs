@@ -167,10 +167,16 @@ fn records_over_a_pty_are_those_of_the_simulated_bus() {
 
     assert_same_records(&over_bridge, &direct);
     let link = master.bus_mut().stats();
-    assert_eq!(link.retransmissions, 0, "{link:?}");
+    // A clean line (a loaded machine may still time out and send a frame again).
+    assert_eq!(
+        link.corrupted_replies + link.rejected_requests,
+        0,
+        "{link:?}"
+    );
     let stats = bridge.stop();
-    assert_eq!(stats.repeats, 0);
-    assert_eq!(stats.executed, link.requests);
+    assert_eq!(stats.bad_frames, 0);
+    // Every request carried out on the bus exactly once, retransmissions or not.
+    assert_eq!(stats.executed, link.requests, "{stats:?} {link:?}");
 }
 
 #[test]

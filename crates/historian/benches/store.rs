@@ -136,7 +136,8 @@ fn sizes(path: &Path) -> Sizes {
 fn csv_line(out: &mut String, c: &str, r: &FrameRecord) {
     let _ = write!(out, "{},{},{}", r.ts_ms, c, r.seq);
     for q in Quantity::ALL {
-        let _ = write!(out, ",{}", q.value(r));
+        out.push(',');
+        q.write_decimal(r, out);
     }
     out.push('\n');
 }

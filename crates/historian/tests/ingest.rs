@@ -13,7 +13,15 @@ use service_support::*;
 
 const SITE: &str = "test";
 const CIRCUITS: [&str; 3] = ["0000000a", "0000000b", "0000000c"];
-const T0: i64 = 1_764_000_000_000;
+/// Records are stamped from the test's start, as an acquisition stamps them (the store
+/// finalises rollups of minutes more than two minutes old).
+static T0: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    now - now % 1000
+});
 
 fn config(broker: std::net::SocketAddr, dir: &std::path::Path) -> HistorianConfig {
     let mut config = HistorianConfig::new(SITE, dir);
@@ -39,7 +47,7 @@ async fn publish_frames(
     for f in start..start + frames {
         for (i, circuit) in CIRCUITS.iter().enumerate() {
             let first_seq = 1_000_000 * (i as u64 + 1) + f * per as u64;
-            let first_ts = T0 + (f * per as u64) as i64 * 200;
+            let first_ts = *T0 + (f * per as u64) as i64 * 200;
             let recs = records(first_seq, first_ts, per);
             let list = expected.entry(circuit.to_string()).or_default();
             for r in &recs {
@@ -84,20 +92,20 @@ async fn every_record_once_across_restart_crash_replay_and_garbage() {
     publisher.raw(&topic_a, Vec::new(), false).await;
     let mut wrong_version = pmon_proto::Frame {
         circuit: CIRCUITS[0].into(),
-        records: records(1, T0, 1),
+        records: records(1, *T0, 1),
     }
     .encode();
     wrong_version[0] = 9;
     publisher.raw(&topic_a, wrong_version, false).await;
     let other_circuit = pmon_proto::Frame {
         circuit: CIRCUITS[1].into(),
-        records: records(77, T0, 1),
+        records: records(77, *T0, 1),
     }
     .encode();
     publisher.raw(&topic_a, other_circuit, false).await;
     let mut truncated = pmon_proto::Frame {
         circuit: CIRCUITS[0].into(),
-        records: records(5, T0, 3),
+        records: records(5, *T0, 3),
     }
     .encode();
     truncated.truncate(truncated.len() - 7);

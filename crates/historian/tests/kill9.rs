@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use service_support::*;
 
 const SITE: &str = "kill";
-const CIRCUITS: [&str; 3] = ["000000a1", "000000b2", "000000c3"];
+const CIRCUITS: usize = 100;
 const KILLS: usize = 20;
 
 fn spawn_historian(broker: std::net::SocketAddr, dir: &std::path::Path, api_port: u16) -> Child {
@@ -63,8 +63,8 @@ async fn kill_9_twenty_times_loses_and_duplicates_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // A publisher that never stops during the kills: 3 circuits, a frame of 5 records each
-    // every 10 ms (25× real time).
+    // A publisher that never stops during the kills, like an acquisition with 100 slaves (pmon's design maximum):
+    // every 200 ms a frame with the next record of each circuit, stamped with the wall clock.
     let expected: Arc<Mutex<BTreeMap<String, Vec<u64>>>> = Arc::default();
     let running = Arc::new(AtomicBool::new(true));
     let frames_sent = Arc::new(AtomicU64::new(0));
@@ -74,22 +74,27 @@ async fn kill_9_twenty_times_loses_and_duplicates_nothing() {
         let running = Arc::clone(&running);
         let frames_sent = Arc::clone(&frames_sent);
         tokio::spawn(async move {
-            let mut f = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut block = 0u64;
             while running.load(Ordering::Relaxed) {
-                for (i, circuit) in CIRCUITS.iter().enumerate() {
-                    let first = 10_000_000 * (i as u64 + 1) + f * 5;
-                    let recs = records(first, 1_764_000_000_000 + (f * 5) as i64 * 200, 5);
+                tick.tick().await;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as i64;
+                for c in 0..CIRCUITS {
+                    let circuit = format!("{c:08x}");
+                    let recs = records(10_000_000 * (c as u64 + 1) + block, now, 1);
                     expected
                         .lock()
                         .unwrap()
-                        .entry(circuit.to_string())
+                        .entry(circuit.clone())
                         .or_default()
-                        .extend(recs.iter().map(|r| r.seq));
-                    publisher.frame(SITE, circuit, recs).await;
+                        .push(recs[0].seq);
+                    publisher.frame(SITE, &circuit, recs).await;
                 }
-                frames_sent.fetch_add(3, Ordering::Relaxed);
-                f += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                frames_sent.fetch_add(CIRCUITS as u64, Ordering::Relaxed);
+                block += 1;
             }
             publisher.flushed().await;
             publisher

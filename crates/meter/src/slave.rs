@@ -221,13 +221,11 @@ impl<const N: usize> Registers<N> {
             Register::Address if !self.has(capability::ADDRESSABLE) => {
                 return Err(WriteError::Register(first))
             }
-            Register::Address => {
-                NewAddress::decode(self.address, rest).map(|NewAddress(to)| {
-                    let from = self.address;
-                    self.address = to;
-                    WriteEvent::Readdressed { from, to }
-                })
-            }
+            Register::Address => NewAddress::decode(self.address, rest).map(|NewAddress(to)| {
+                let from = self.address;
+                self.address = to;
+                WriteEvent::Readdressed { from, to }
+            }),
             Register::Identity | Register::Status => return Err(WriteError::Register(first)),
         };
         outcome.map_err(|error| {

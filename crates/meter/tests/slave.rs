@@ -830,7 +830,10 @@ fn an_address_write_moves_the_slave_and_keeps_everything_else() {
         slave.on_write(&Command::ClearReset.frame(0x10)),
         Err(WriteError::Decode(DecodeError::Crc { .. }))
     ));
-    assert_eq!(slave.on_write(&Command::ClearReset.frame(0x11)), Ok(WriteEvent::None));
+    assert_eq!(
+        slave.on_write(&Command::ClearReset.frame(0x11)),
+        Ok(WriteEvent::None)
+    );
     // And it can move back, with a frame sealed with its new address.
     assert_eq!(
         slave.on_write(&NewAddress(0x10).frame(0x11)),

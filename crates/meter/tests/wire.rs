@@ -586,7 +586,10 @@ fn document_contains_every_frame() {
         ("FIFO reply with RESET", &FIFO_REPLY_RESET),
         ("empty FIFO reply", &FIFO_REPLY_EMPTY),
         ("Config write", &CONFIG_WRITE),
-        ("Identity of an addressable slave", &IDENTITY_ADDRESSABLE_0X10),
+        (
+            "Identity of an addressable slave",
+            &IDENTITY_ADDRESSABLE_0X10,
+        ),
         ("Address write to 0x11", &ADDRESS_WRITE_0X11),
         ("Identity at the new address", &IDENTITY_ADDRESSABLE_0X11),
         ("Address write back to 0x10", &ADDRESS_WRITE_BACK),
@@ -600,8 +603,8 @@ fn document_contains_every_frame() {
         );
     }
     for crc in [
-        "0xFAD2", "0x3C92", "0x2282", "0x9212", "0x81D1", "0x188C", "0xFEB2", "0x29B1",
-        "0xED0B", "0x3C25", "0x9044",
+        "0xFAD2", "0x3C92", "0x2282", "0x9212", "0x81D1", "0x188C", "0xFEB2", "0x29B1", "0xED0B",
+        "0x3C25", "0x9044",
     ] {
         assert!(doc.contains(crc), "docs/protocol/i2c.md lost the CRC {crc}");
     }

@@ -48,11 +48,62 @@ impl<I2C: I2c + Send> SlaveBus for Master<I2C> {
     }
 }
 
+/// A configured physical bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HardwareBus {
+    /// Its id, e.g. `i2c-1`.
+    pub id: String,
+    /// `/dev/i2c-N`, or the serial bridge's port.
+    pub path: PathBuf,
+    /// How it is reached.
+    pub link: Link,
+}
+
+/// How a hardware bus is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A Linux I2C adapter (i2c-dev).
+    Linux,
+    /// A serial bridge (`docs/protocol/serial-bridge.md`).
+    Serial {
+        /// Line speed.
+        baud: u32,
+        /// Reply timeout, ms.
+        timeout_ms: u64,
+    },
+}
+
+impl HardwareBus {
+    /// A Linux adapter.
+    pub fn linux(id: impl Into<String>, path: impl Into<PathBuf>) -> HardwareBus {
+        HardwareBus {
+            id: id.into(),
+            path: path.into(),
+            link: Link::Linux,
+        }
+    }
+
+    fn from_config(bus: &pmon_acquire::BusConfig) -> HardwareBus {
+        use pmon_acquire::config::{BusKind, DEFAULT_BAUD, DEFAULT_BRIDGE_TIMEOUT_MS};
+        HardwareBus {
+            id: bus.id.clone(),
+            path: bus.path.clone(),
+            link: match bus.kind {
+                BusKind::Linux => Link::Linux,
+                BusKind::Serial => Link::Serial {
+                    baud: bus.baud.unwrap_or(DEFAULT_BAUD),
+                    timeout_ms: bus.timeout_ms.unwrap_or(DEFAULT_BRIDGE_TIMEOUT_MS),
+                },
+            },
+        }
+    }
+}
+
 /// Where a command's buses come from.
 #[derive(Debug, Clone)]
 pub enum Buses {
-    /// Linux I2C adapters: `(id, device)` pairs, from the config file or the command line.
-    Hardware(Vec<(String, PathBuf)>),
+    /// Physical buses, from the config file or the command line.
+    Hardware(Vec<HardwareBus>),
     /// The simulator (`--sim N` or `--sim-config FILE`).
     Simulated {
         /// What to simulate.
@@ -79,7 +130,7 @@ impl Buses {
                     .acquisition
                     .bus
                     .iter()
-                    .map(|bus| (bus.id.clone(), bus.path.clone()))
+                    .map(HardwareBus::from_config)
                     .collect(),
             ),
         }
@@ -88,7 +139,7 @@ impl Buses {
     /// The ids of every bus, as messages and `--bus` name them.
     pub fn ids(&self) -> Vec<String> {
         match self {
-            Buses::Hardware(buses) => buses.iter().map(|(id, _)| id.clone()).collect(),
+            Buses::Hardware(buses) => buses.iter().map(|bus| bus.id.clone()).collect(),
             Buses::Simulated { config, .. } => config.bus_ids().into_iter().map(sim_id).collect(),
         }
     }
@@ -114,6 +165,8 @@ pub struct OpenBus {
     pub master: Box<dyn SlaveBus>,
     /// The simulated bus's SCL clock, Hz; `None` for hardware.
     pub simulated_clock_hz: Option<u32>,
+    /// What the transport said about itself (a serial bridge's HELLO).
+    pub note: Option<String>,
 }
 
 impl std::fmt::Debug for OpenBus {
@@ -130,6 +183,7 @@ pub fn open_hardware(id: &str, path: &Path, policy: RetryPolicy) -> Result<OpenB
         id: id.to_string(),
         master: Box::new(Master::new(device, policy)),
         simulated_clock_hz: None,
+        note: None,
     })
 }
 
@@ -139,6 +193,61 @@ pub fn open_hardware(_id: &str, path: &Path, _policy: RetryPolicy) -> Result<Ope
     Err(DriverError::Open {
         path: path.display().to_string(),
         reason: "I2C buses are only supported on Linux".into(),
+    })
+}
+
+/// Opens a configured bus: a Linux adapter, or a serial bridge (which says HELLO first).
+pub fn open_configured(bus: &HardwareBus, policy: RetryPolicy) -> Result<OpenBus, DriverError> {
+    match bus.link {
+        Link::Linux => open_hardware(&bus.id, &bus.path, policy),
+        Link::Serial { baud, timeout_ms } => open_bridge(bus, baud, timeout_ms, policy),
+    }
+}
+
+#[cfg(unix)]
+fn open_bridge(
+    bus: &HardwareBus,
+    baud: u32,
+    timeout_ms: u64,
+    policy: RetryPolicy,
+) -> Result<OpenBus, DriverError> {
+    use pmon_bus::bridge::{BridgeOptions, SerialBridge};
+    let path = bus.path.to_string_lossy().into_owned();
+    let options = BridgeOptions {
+        timeout: Duration::from_millis(timeout_ms),
+        ..BridgeOptions::default()
+    };
+    let bridge = SerialBridge::open(&path, baud, options).map_err(|error| DriverError::Open {
+        path: path.clone(),
+        reason: error.to_string(),
+    })?;
+    let note = bridge.info().map(|info| {
+        let [major, minor, patch] = info.firmware;
+        format!(
+            "bridge protocol {}, firmware {major}.{minor}.{patch}, SCL {} kHz, reads up to {} bytes",
+            info.version,
+            f64::from(info.clock_hz) / 1000.0,
+            info.max_read
+        )
+    });
+    Ok(OpenBus {
+        id: bus.id.clone(),
+        master: Box::new(Master::new(bridge, policy)),
+        simulated_clock_hz: None,
+        note,
+    })
+}
+
+#[cfg(not(unix))]
+fn open_bridge(
+    bus: &HardwareBus,
+    _baud: u32,
+    _timeout_ms: u64,
+    _policy: RetryPolicy,
+) -> Result<OpenBus, DriverError> {
+    Err(DriverError::Open {
+        path: bus.path.display().to_string(),
+        reason: "serial bridges are only supported on Unix".into(),
     })
 }
 
@@ -158,6 +267,7 @@ pub fn open_simulated(
                 id: sim_id(id),
                 master: Box::new(Master::new(bus, policy).with_sleep(sleeper)),
                 simulated_clock_hz: Some(config.bus(id).clock_hz),
+                note: None,
             }
         })
         .collect())

@@ -22,7 +22,7 @@ use clap::Args;
 use pmon_bus::RetryPolicy;
 use serde::Serialize;
 
-use crate::buses::{self, Buses, OpenBus};
+use crate::buses::{self, Buses, HardwareBus, Link, OpenBus};
 use crate::cli::Common;
 use crate::settings;
 pub use system::System;
@@ -251,7 +251,7 @@ pub fn collect(inputs: &Inputs) -> Report {
                 config,
                 description,
             } => simulated_checks(inputs, config, description, &mut report),
-            Buses::Hardware(configured) => hardware_checks(inputs, configured, &mut report),
+            Buses::Hardware(configured) => physical_checks(inputs, configured, &mut report),
         };
         if inputs.runs(Area::Slaves) {
             slave_checks(inputs, opened, &mut report);
@@ -285,7 +285,7 @@ fn config_check(inputs: &Inputs) -> Check {
             if buses.len() == 1 { "" } else { "es" },
             buses
                 .iter()
-                .map(|(id, _)| id.as_str())
+                .map(|bus| bus.id.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -306,9 +306,82 @@ struct Target {
     path: PathBuf,
 }
 
+/// Linux adapters get the i2c-dev checks, serial bridges their own; `--bus` picks among both.
+fn physical_checks(
+    inputs: &Inputs,
+    configured: &[HardwareBus],
+    report: &mut Report,
+) -> Vec<OpenBus> {
+    let names = |bus: &HardwareBus, arg: &str| arg == bus.id || bus.path.as_os_str() == arg;
+    let is_serial = |bus: &HardwareBus| matches!(bus.link, Link::Serial { .. });
+    let serial: Vec<&HardwareBus> = configured
+        .iter()
+        .filter(|bus| is_serial(bus))
+        .filter(|bus| inputs.bus_args.is_empty() || inputs.bus_args.iter().any(|a| names(bus, a)))
+        .collect();
+    let linux: Vec<(String, PathBuf)> = configured
+        .iter()
+        .filter(|bus| !is_serial(bus))
+        .map(|bus| (bus.id.clone(), bus.path.clone()))
+        .collect();
+    let linux_args: Vec<String> = inputs
+        .bus_args
+        .iter()
+        .filter(|arg| {
+            !configured
+                .iter()
+                .any(|bus| is_serial(bus) && names(bus, arg))
+        })
+        .cloned()
+        .collect();
+    // A setup of serial bridges only needs no /dev/i2c-*.
+    let check_linux = if inputs.bus_args.is_empty() {
+        !linux.is_empty() || serial.is_empty()
+    } else {
+        !linux_args.is_empty()
+    };
+    let mut opened = if check_linux {
+        hardware_checks(inputs, &linux, &linux_args, report)
+    } else {
+        Vec::new()
+    };
+    for bus in serial {
+        match buses::open_configured(bus, inputs.policy) {
+            Ok(open) => {
+                let mut summary = format!("{} answers", bus.path.display());
+                if let Some(note) = &open.note {
+                    summary = format!("{summary}: {note}");
+                }
+                report.push(Check::new(
+                    format!("serial bridge {}", bus.id),
+                    Level::Ok,
+                    summary,
+                ));
+                opened.push(open);
+            }
+            Err(error) => report.push(
+                Check::new(
+                    format!("serial bridge {}", bus.id),
+                    Level::Fail,
+                    error.to_string(),
+                )
+                .with_fix(
+                    "Check that the bridge is plugged in (`ls /dev/ttyUSB* /dev/ttyACM*`), runs \
+                     pmon's bridge firmware (deploy/firmware/) at the configured baud rate, and \
+                     that the user may open the port: `sudo usermod -aG dialout $USER`, then log \
+                     in again (the acquisition's systemd unit has SupplementaryGroups=dialout)."
+                        .into(),
+                ),
+            ),
+        }
+    }
+    opened
+}
+
 fn hardware_checks(
     inputs: &Inputs,
     configured: &[(String, PathBuf)],
+    bus_args: &[String],
     report: &mut Report,
 ) -> Vec<OpenBus> {
     let system = &inputs.system;
@@ -318,7 +391,7 @@ fn hardware_checks(
         path: system.path(&path.to_string_lossy()),
     };
     let mut targets: Vec<Target> = Vec::new();
-    for arg in &inputs.bus_args {
+    for arg in bus_args {
         if let Some((id, path)) = configured
             .iter()
             .find(|(id, path)| id == arg || path.as_os_str() == arg.as_str())
@@ -349,7 +422,7 @@ fn hardware_checks(
             );
         }
     }
-    if inputs.bus_args.is_empty() {
+    if bus_args.is_empty() {
         targets = configured
             .iter()
             .map(|(id, path)| target(id, path))
@@ -514,7 +587,11 @@ fn hardware_checks(
                     Level::Fail,
                     error.to_string(),
                 )
-                .with_fix(fixes::ENABLE_I2C.into()),
+                .with_fix(
+                    "The file exists and opens, but the kernel's i2c-dev driver does not serve it: \
+                     it is not an I2C adapter. Name a /dev/i2c-N device (`ls /dev/i2c-*`)."
+                        .into(),
+                ),
             ),
         }
     }
@@ -1130,8 +1207,8 @@ mod tests {
         let machine = Machine::new();
         machine.pi(100_000);
         let configured = vec![
-            ("i2c-1".to_string(), PathBuf::from("/dev/i2c-1")),
-            ("i2c-3".to_string(), PathBuf::from("/dev/i2c-3")),
+            HardwareBus::linux("i2c-1", "/dev/i2c-1"),
+            HardwareBus::linux("i2c-3", "/dev/i2c-3"),
         ];
         let report = collect(&machine.inputs(Buses::Hardware(configured), &[Area::I2c]));
         let buses = report.find("I2C buses").unwrap();
@@ -1139,6 +1216,29 @@ mod tests {
         assert!(buses.summary.contains("/dev/i2c-3"), "{}", buses.summary);
         assert!(buses.fix.as_deref().unwrap().contains("dtoverlay=i2c3"));
         assert_eq!(level(&report, "I2C access i2c-1"), Level::Ok);
+    }
+
+    #[test]
+    fn a_setup_of_serial_bridges_needs_no_i2c_devices() {
+        let machine = Machine::new();
+        let bridge = HardwareBus {
+            id: "usb-bridge".into(),
+            path: machine.dir.path().join("ttyUSB-missing"),
+            link: Link::Serial {
+                baud: 115_200,
+                timeout_ms: 100,
+            },
+        };
+        let report = collect(&machine.inputs(Buses::Hardware(vec![bridge]), &[Area::I2c]));
+        assert!(report.find("I2C buses").is_none(), "{report:#?}");
+        let check = report.find("serial bridge usb-bridge").unwrap();
+        assert_eq!(check.level, Level::Fail);
+        assert!(
+            check.summary.contains("ttyUSB-missing"),
+            "{}",
+            check.summary
+        );
+        assert!(check.fix.as_deref().unwrap().contains("dialout"));
     }
 
     #[test]

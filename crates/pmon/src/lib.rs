@@ -162,7 +162,7 @@ fn historian_config(resolved: &Resolved, check: bool) -> pmon_historian::Histori
         client_id: None,
         credentials: resolved.mqtt.credentials.clone(),
     };
-    config.api_bind = std::net::SocketAddr::from(([127, 0, 0, 1], resolved.api_port));
+    config.api_bind = resolved.historian.api_bind;
     config.store = resolved.historian.retention.clone();
     config.commit_interval_ms = resolved.historian.commit_interval_ms;
     config.max_unacked = resolved.historian.max_unacked;

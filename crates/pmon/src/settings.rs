@@ -16,8 +16,6 @@ pub const EXAMPLE: &str = include_str!("example.toml");
 pub const DEFAULT_SITE: &str = "home";
 /// Default data directory, relative to where pmon starts.
 pub const DEFAULT_DATA_DIR: &str = "pmon-data";
-/// Default port of the historian's query API.
-pub const DEFAULT_API_PORT: u16 = 8081;
 /// Slaves simulated when no bus is configured.
 pub const DEMO_CIRCUITS: usize = 8;
 
@@ -85,6 +83,9 @@ pub struct FileConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistorianSection {
+    /// Address of the query API. Loopback by default; `0.0.0.0:8081` serves the LAN (and a
+    /// web container). `--api-port` replaces the port.
+    pub api_bind: std::net::SocketAddr,
     /// Longest wait before received records are committed, ms.
     pub commit_interval_ms: u64,
     /// Commit early once this many messages wait for their acknowledgement.
@@ -96,6 +97,7 @@ pub struct HistorianSection {
 impl Default for HistorianSection {
     fn default() -> HistorianSection {
         HistorianSection {
+            api_bind: pmon_historian::config::DEFAULT_API_BIND,
             commit_interval_ms: pmon_historian::config::DEFAULT_COMMIT_INTERVAL_MS,
             max_unacked: pmon_historian::config::DEFAULT_MAX_UNACKED,
             retention: StoreOptions::default(),
@@ -137,8 +139,6 @@ pub struct Resolved {
     pub acquisition: Settings,
     /// The historian.
     pub historian: HistorianSection,
-    /// Port of the historian's query API.
-    pub api_port: u16,
     /// Circuit names.
     pub circuits: Vec<CircuitLabel>,
     /// Home Assistant discovery.
@@ -206,8 +206,13 @@ pub fn resolve(common: &Common) -> Result<Resolved, SettingsError> {
                 .unwrap_or(pmon_acquire::config::DEFAULT_KEEP_ALIVE_S),
         },
         acquisition: file.acquisition,
-        historian: file.historian,
-        api_port: common.api_port.unwrap_or(DEFAULT_API_PORT),
+        historian: HistorianSection {
+            api_bind: match common.api_port {
+                Some(port) => std::net::SocketAddr::new(file.historian.api_bind.ip(), port),
+                None => file.historian.api_bind,
+            },
+            ..file.historian
+        },
         circuits: file.circuit,
         homeassistant: file.homeassistant,
         simulator,

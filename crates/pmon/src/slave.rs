@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use pmon_bus::{capability, DriverError, ReaddressProblem, RetryPolicy};
 use pmon_proto::topic::circuit_id;
 
-use crate::buses::{self, parse_address, Buses, OpenBus};
+use crate::buses::{self, parse_address, Buses, HardwareBus, OpenBus};
 use crate::cli::Common;
 use crate::doctor::slaves::describe;
 use crate::settings;
@@ -85,14 +85,14 @@ fn open_bus(common: &Common, wanted: Option<&str>) -> anyhow::Result<(OpenBus, b
             Ok((all.swap_remove(index), true))
         }
         Buses::Hardware(configured) => {
-            let (id, path) = match wanted {
+            let bus = match wanted {
                 Some(name) => match configured
                     .iter()
-                    .find(|(id, path)| id == name || path.as_os_str() == name)
+                    .find(|bus| bus.id == name || bus.path.as_os_str() == name)
                 {
-                    Some((id, path)) => (id.clone(), path.clone()),
+                    Some(bus) => bus.clone(),
                     None if name.contains('/') => {
-                        (buses::id_for_path(Path::new(name)), name.into())
+                        HardwareBus::linux(buses::id_for_path(Path::new(name)), name)
                     }
                     None => bail!(
                         "no configured bus is called {name:?} ({}); name a device such as /dev/i2c-1 instead",
@@ -100,7 +100,7 @@ fn open_bus(common: &Common, wanted: Option<&str>) -> anyhow::Result<(OpenBus, b
                     ),
                 },
                 None => match configured.as_slice() {
-                    [(id, path)] => (id.clone(), path.clone()),
+                    [bus] => bus.clone(),
                     [] => bail!(
                         "no I2C bus is configured: name the device with --bus /dev/i2c-1 \
                          (or add [[acquisition.bus]] to the config file)"
@@ -111,9 +111,10 @@ fn open_bus(common: &Common, wanted: Option<&str>) -> anyhow::Result<(OpenBus, b
                     ),
                 },
             };
-            let bus = buses::open_hardware(&id, &path, policy)
-                .with_context(|| format!("cannot open bus {id}; `pmon doctor` explains why"))?;
-            Ok((bus, false))
+            let opened = buses::open_configured(&bus, policy).with_context(|| {
+                format!("cannot open bus {}; `pmon doctor` explains why", bus.id)
+            })?;
+            Ok((opened, false))
         }
     }
 }
@@ -126,13 +127,13 @@ fn ids(buses: &[OpenBus]) -> String {
         .join(", ")
 }
 
-fn configured_list(configured: &[(String, std::path::PathBuf)]) -> String {
+fn configured_list(configured: &[HardwareBus]) -> String {
     if configured.is_empty() {
         return "none is configured".into();
     }
     configured
         .iter()
-        .map(|(id, path)| format!("{id} = {}", path.display()))
+        .map(|bus| format!("{} = {}", bus.id, bus.path.display()))
         .collect::<Vec<_>>()
         .join(", ")
 }

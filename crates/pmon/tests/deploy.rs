@@ -50,7 +50,10 @@ fn check_pmon_args(args: &[String], origin: &str) -> String {
     }
     let argv = std::iter::once("pmon".to_string()).chain(args.iter().cloned());
     if let Err(error) = Cli::try_parse_from(argv) {
-        panic!("{origin}: `pmon {}` does not parse: {error}", args.join(" "));
+        panic!(
+            "{origin}: `pmon {}` does not parse: {error}",
+            args.join(" ")
+        );
     }
     command
 }
@@ -75,7 +78,7 @@ fn pmon_help() -> String {
 
 fn listed_in_help(help: &str, command: &str) -> bool {
     help.lines()
-        .any(|line| line.trim_start().split_whitespace().next() == Some(command))
+        .any(|line| line.split_whitespace().next() == Some(command))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -104,7 +107,11 @@ fn strings(yaml: &Yaml) -> Vec<String> {
 
 fn keys(yaml: &Yaml) -> Vec<String> {
     yaml.as_hash()
-        .map(|h| h.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+        .map(|h| {
+            h.keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -127,7 +134,10 @@ fn compose_file_has_the_services_volumes_ports_and_devices() {
     assert_eq!(strings(&acquire["devices"]), ["/dev/i2c-1:/dev/i2c-1"]);
     assert_eq!(strings(&acquire["group_add"]), ["${I2C_GID:-998}"]);
     assert!(strings(&acquire["volumes"]).contains(&"acquire-data:/var/lib/pmon".into()));
-    assert!(acquire["ports"].is_badvalue(), "the acquisition serves nothing");
+    assert!(
+        acquire["ports"].is_badvalue(),
+        "the acquisition serves nothing"
+    );
 
     let historian = &services["historian"];
     assert_eq!(strings(&historian["ports"]), ["8081:8081"]);
@@ -135,7 +145,11 @@ fn compose_file_has_the_services_volumes_ports_and_devices() {
     assert!(historian["devices"].is_badvalue());
 
     let web = &services["web"];
-    assert_eq!(strings(&web["profiles"]), ["web"], "off until the release with `pmon web`");
+    assert_eq!(
+        strings(&web["profiles"]),
+        ["web"],
+        "off until the release with `pmon web`"
+    );
     assert_eq!(strings(&web["ports"]), ["8080:8080"]);
 
     // Named volumes: each used one declared, each declared one used, one per stateful service.
@@ -150,7 +164,10 @@ fn compose_file_has_the_services_volumes_ports_and_devices() {
                     "{name}: bind-mounted {source} does not exist"
                 );
             } else {
-                assert!(declared.contains(&source), "{name}: volume {source} is not declared");
+                assert!(
+                    declared.contains(&source),
+                    "{name}: volume {source} is not declared"
+                );
                 used.insert(source);
             }
         }
@@ -158,7 +175,11 @@ fn compose_file_has_the_services_volumes_ports_and_devices() {
     assert_eq!(used, declared, "declared volumes nobody uses");
     assert_eq!(
         declared,
-        BTreeSet::from(["acquire-data".into(), "historian-data".into(), "mosquitto-data".into()])
+        BTreeSet::from([
+            "acquire-data".into(),
+            "historian-data".into(),
+            "mosquitto-data".into()
+        ])
     );
 }
 
@@ -168,14 +189,29 @@ fn every_compose_service_restarts_reports_its_health_and_rotates_logs() {
     let services = &doc["services"];
     for name in keys(services) {
         let service = &services[name.as_str()];
-        assert_eq!(service["restart"].as_str(), Some("unless-stopped"), "{name}");
+        assert_eq!(
+            service["restart"].as_str(),
+            Some("unless-stopped"),
+            "{name}"
+        );
         let test = strings(&service["healthcheck"]["test"]);
-        assert_eq!(test.first().map(String::as_str), Some("CMD"), "{name}: {test:?}");
+        assert_eq!(
+            test.first().map(String::as_str),
+            Some("CMD"),
+            "{name}: {test:?}"
+        );
         assert!(test.len() > 1, "{name}");
         for key in ["interval", "timeout"] {
-            assert!(service["healthcheck"][key].as_str().is_some(), "{name}: {key}");
+            assert!(
+                service["healthcheck"][key].as_str().is_some(),
+                "{name}: {key}"
+            );
         }
-        assert_eq!(service["logging"]["options"]["max-size"].as_str(), Some("10m"), "{name}");
+        assert_eq!(
+            service["logging"]["options"]["max-size"].as_str(),
+            Some("10m"),
+            "{name}"
+        );
         if name != "broker" {
             assert_eq!(
                 service["depends_on"]["broker"]["condition"].as_str(),
@@ -195,9 +231,15 @@ fn every_pmon_command_in_the_compose_file_exists_and_parses() {
     let mut commands = BTreeSet::new();
     for name in ["acquire", "historian", "web"] {
         let service = &services[name];
-        assert_eq!(service["build"].as_str(), Some("."), "{name} builds the Dockerfile");
+        assert_eq!(
+            service["build"].as_str(),
+            Some("."),
+            "{name} builds the Dockerfile"
+        );
         assert!(
-            service["image"].as_str().is_some_and(|i| i.starts_with("pmon:")),
+            service["image"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("pmon:")),
             "{name}"
         );
         assert_eq!(service["read_only"].as_bool(), Some(true), "{name}");
@@ -206,7 +248,10 @@ fn every_pmon_command_in_the_compose_file_exists_and_parses() {
         commands.insert(sub);
         let health = strings(&service["healthcheck"]["test"]);
         assert_eq!(health[1], "pmon", "{name}: health checks use pmon itself");
-        commands.insert(check_pmon_args(&health[2..], &format!("{name} healthcheck")));
+        commands.insert(check_pmon_args(
+            &health[2..],
+            &format!("{name} healthcheck"),
+        ));
         let environment = &service["environment"];
         for key in keys(environment) {
             if key.starts_with("PMON_") {
@@ -233,7 +278,10 @@ fn every_pmon_command_in_the_compose_file_exists_and_parses() {
         if FUTURE_COMMANDS.contains(&command.as_str()) && !subcommands().contains(&command) {
             continue;
         }
-        assert!(listed_in_help(&help, &command), "`pmon --help` does not list {command}");
+        assert!(
+            listed_in_help(&help, &command),
+            "`pmon --help` does not list {command}"
+        );
     }
 }
 
@@ -271,7 +319,14 @@ fn docker_compose_1_29_accepts_the_file() {
     // The full normalised form, for the record (and a second validation path).
     let output = Command::new(program)
         .current_dir(repo())
-        .args(["-f", "docker-compose.yml", "--profile", "web", "config", "-q"])
+        .args([
+            "-f",
+            "docker-compose.yml",
+            "--profile",
+            "web",
+            "config",
+            "-q",
+        ])
         .output()
         .expect("run docker-compose");
     assert!(
@@ -304,7 +359,9 @@ fn mosquitto_conf(text: &str) -> BTreeMap<String, Vec<String>> {
 fn mosquitto_conf_listens_persists_and_sizes_queues_for_the_historian() {
     let conf = mosquitto_conf(&read("mosquitto.conf"));
     let one = |key: &str| -> String {
-        let values = conf.get(key).unwrap_or_else(|| panic!("mosquitto.conf has no {key}"));
+        let values = conf
+            .get(key)
+            .unwrap_or_else(|| panic!("mosquitto.conf has no {key}"));
         assert_eq!(values.len(), 1, "{key} set more than once");
         values[0].clone()
     };
@@ -325,8 +382,12 @@ fn mosquitto_conf_listens_persists_and_sizes_queues_for_the_historian() {
     assert!(queued >= 100 * inflight);
     // The persistence directory is the compose file's volume.
     let doc = compose();
-    assert!(strings(&doc["services"]["broker"]["volumes"])
-        .contains(&format!("mosquitto-data:{}", one("persistence_location").trim_end_matches('/'))));
+    assert!(
+        strings(&doc["services"]["broker"]["volumes"]).contains(&format!(
+            "mosquitto-data:{}",
+            one("persistence_location").trim_end_matches('/')
+        ))
+    );
     // How to add a password file is explained next to allow_anonymous.
     let text = read("mosquitto.conf");
     assert!(text.contains("password_file") && text.contains("mosquitto_passwd"));
@@ -480,7 +541,10 @@ fn systemd_units_start_existing_commands_hardened_under_pmon_target() {
             .collect();
         assert_eq!(check_pmon_args(&args, file), command, "{file}");
         if subcommands().contains(command) {
-            assert!(listed_in_help(&help, command), "{file}: `pmon --help` lacks {command}");
+            assert!(
+                listed_in_help(&help, command),
+                "{file}: `pmon --help` lacks {command}"
+            );
         } else {
             println!("note: {file} starts `pmon {command}`, a command of a later release");
         }
@@ -504,7 +568,10 @@ fn systemd_units_start_existing_commands_hardened_under_pmon_target() {
         }
         if command == "acquire" {
             let groups = value(&unit, "Service", "SupplementaryGroups");
-            assert!(groups.split_whitespace().any(|g| g == "i2c"), "{file}: {groups}");
+            assert!(
+                groups.split_whitespace().any(|g| g == "i2c"),
+                "{file}: {groups}"
+            );
             assert_eq!(value(&unit, "Service", "DevicePolicy"), "closed");
             assert!(values(&unit, "Service", "DeviceAllow").contains(&"char-i2c rw"));
             assert!(values(&unit, "Service", "PrivateDevices").is_empty());
@@ -516,7 +583,11 @@ fn systemd_units_start_existing_commands_hardened_under_pmon_target() {
     let wants: BTreeSet<&str> = value(&target, "Unit", "Wants").split_whitespace().collect();
     assert_eq!(
         wants,
-        BTreeSet::from(["pmon-broker.service", "pmon-acquire.service", "pmon-historian.service"]),
+        BTreeSet::from([
+            "pmon-broker.service",
+            "pmon-acquire.service",
+            "pmon-historian.service"
+        ]),
         "the web UI is enabled by hand once its release is installed"
     );
     assert_eq!(value(&target, "Install", "WantedBy"), "multi-user.target");
@@ -538,7 +609,10 @@ fn the_environment_file_sets_only_what_pmon_or_the_units_read() {
             continue;
         };
         if key.chars().all(|c| c.is_ascii_uppercase() || c == '_') && !key.is_empty() {
-            assert!(known.contains(key), "pmon.default sets {key}, which nothing reads");
+            assert!(
+                known.contains(key),
+                "pmon.default sets {key}, which nothing reads"
+            );
         }
     }
 }
@@ -574,7 +648,10 @@ fn systemd_analyze_verifies_the_units() {
         .collect();
     assert!(about_ours.is_empty(), "systemd-analyze verify:\n{stderr}");
     if !output.status.success() {
-        println!("note: systemd-analyze verify exited {:?} (no systemd here?):\n{stderr}", output.status.code());
+        println!(
+            "note: systemd-analyze verify exited {:?} (no systemd here?):\n{stderr}",
+            output.status.code()
+        );
     }
 }
 
@@ -644,7 +721,10 @@ fn dockerfile_builds_pmon_in_one_stage_and_runs_it_unprivileged_in_another() {
             .collect()
     };
     let args = all("ARG");
-    assert!(args.contains(&"RUST_IMAGE=rust:bookworm".into()), "{args:?}");
+    assert!(
+        args.contains(&"RUST_IMAGE=rust:bookworm".into()),
+        "{args:?}"
+    );
     assert!(args.contains(&"RUNTIME_IMAGE=debian:bookworm-slim".into()));
     let from = all("FROM");
     assert_eq!(from.len(), 2, "two stages: {from:?}");
@@ -664,7 +744,9 @@ fn dockerfile_builds_pmon_in_one_stage_and_runs_it_unprivileged_in_another() {
     check_pmon_args(&json_array(&all("CMD")[0]), "Dockerfile CMD");
     let health = all("HEALTHCHECK");
     assert_eq!(health.len(), 1);
-    let (options, command) = health[0].split_once("CMD ").expect("HEALTHCHECK … CMD [...]");
+    let (options, command) = health[0]
+        .split_once("CMD ")
+        .expect("HEALTHCHECK … CMD [...]");
     assert!(options.contains("--interval=") && options.contains("--timeout="));
     let command = json_array(command);
     assert_eq!(command[0], "pmon");
@@ -675,10 +757,16 @@ fn dockerfile_builds_pmon_in_one_stage_and_runs_it_unprivileged_in_another() {
         .collect();
     assert_eq!(exposed, ["1883", "8080", "8081"]);
     let runtime_run = &all("RUN")[2];
-    assert!(runtime_run.contains("--groups i2c"), "pmon is in the i2c group: {runtime_run}");
+    assert!(
+        runtime_run.contains("--groups i2c"),
+        "pmon is in the i2c group: {runtime_run}"
+    );
     let ignore = read(".dockerignore");
     for excluded in ["target/", ".git/"] {
-        assert!(ignore.lines().any(|l| l.trim() == excluded), ".dockerignore lacks {excluded}");
+        assert!(
+            ignore.lines().any(|l| l.trim() == excluded),
+            ".dockerignore lacks {excluded}"
+        );
     }
 }
 
@@ -700,6 +788,9 @@ fn the_service_config_template_is_valid_and_names_the_bus() {
     let devices = strings(&doc["services"]["acquire"]["devices"]);
     for (_, path) in buses {
         let device = path.display().to_string();
-        assert!(devices.contains(&format!("{device}:{device}")), "{devices:?}");
+        assert!(
+            devices.contains(&format!("{device}:{device}")),
+            "{devices:?}"
+        );
     }
 }

@@ -44,14 +44,23 @@ fn doctor_on_this_machine_names_what_is_missing_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let url = format!("mqtt://127.0.0.1:{}", closed_port());
-    let output = pmon(&["doctor", "--mqtt-url", &url, "--data-dir", data.to_str().unwrap()]);
+    let output = pmon(&[
+        "doctor",
+        "--mqtt-url",
+        &url,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     let stdout = text(&output.stdout);
     let stderr = text(&output.stderr);
     println!("{stdout}");
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
 
     // One line per check, with its level first.
-    for line in stdout.lines().filter(|l| !l.starts_with(' ') && !l.is_empty()) {
+    for line in stdout
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.is_empty())
+    {
         assert!(
             ["OK ", "WARN ", "FAIL ", "SKIP ", "pmon doctor ", "summary:"]
                 .iter()
@@ -59,7 +68,10 @@ fn doctor_on_this_machine_names_what_is_missing_and_fails() {
             "unexpected line {line:?}"
         );
     }
-    assert!(stdout.contains("OK    configuration: no config file"), "{stdout}");
+    assert!(
+        stdout.contains("OK    configuration: no config file"),
+        "{stdout}"
+    );
     if has_i2c_devices() {
         println!("note: this machine has /dev/i2c-* devices; the no-I2C assertions are skipped");
     } else {
@@ -69,13 +81,19 @@ fn doctor_on_this_machine_names_what_is_missing_and_fails() {
         );
         assert!(stdout.contains("dtparam=i2c_arm=on"), "{stdout}");
         assert!(stdout.contains("sudo modprobe i2c-dev"), "{stdout}");
-        assert!(stdout.contains("SKIP  slaves: no I2C bus to check"), "{stdout}");
+        assert!(
+            stdout.contains("SKIP  slaves: no I2C bus to check"),
+            "{stdout}"
+        );
     }
     assert!(
         stdout.contains(&format!("FAIL  MQTT broker: {url}: connection refused")),
         "{stdout}"
     );
-    assert!(stdout.contains("systemctl start"), "the broker's fix: {stdout}");
+    assert!(
+        stdout.contains("systemctl start"),
+        "the broker's fix: {stdout}"
+    );
     assert!(stdout.contains("      fix: "), "{stdout}");
     assert!(stdout.contains("OK    data directory:"), "{stdout}");
     assert!(data.is_dir());
@@ -107,7 +125,10 @@ fn doctor_on_the_simulator_with_a_running_broker_passes_and_lists_the_slaves() {
         "{stdout}\n{}",
         text(&output.stderr)
     );
-    assert!(stdout.contains("OK    I2C buses: the simulator with 2 demo circuits"), "{stdout}");
+    assert!(
+        stdout.contains("OK    I2C buses: the simulator with 2 demo circuits"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("OK    slaves on sim-0: 2 pmon slaves found at 0x10, 0x11"),
         "{stdout}"
@@ -121,7 +142,9 @@ fn doctor_on_the_simulator_with_a_running_broker_passes_and_lists_the_slaves() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("OK    MQTT broker: {url} accepted an MQTT connection")),
+        stdout.contains(&format!(
+            "OK    MQTT broker: {url} accepted an MQTT connection"
+        )),
         "{stdout}"
     );
     assert!(!stdout.contains("FAIL"), "{stdout}");
@@ -163,7 +186,11 @@ fn doctor_with_a_simulator_file_reports_a_noisy_bus_as_a_warning_and_still_passe
     ]);
     let stdout = text(&output.stdout);
     println!("{stdout}");
-    assert_eq!(output.status.code(), Some(0), "WARN alone exits 0: {stdout}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "WARN alone exits 0: {stdout}"
+    );
     assert!(stdout.contains("WARN  CRC error rate on sim-0"), "{stdout}");
     assert!(stdout.contains("corrupt_rate"), "{stdout}");
     assert!(stdout.contains("pmon can run"), "{stdout}");
@@ -173,7 +200,11 @@ fn doctor_with_a_simulator_file_reports_a_noisy_bus_as_a_warning_and_still_passe
 fn doctor_reports_a_broken_config_file_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pmon.toml");
-    std::fs::write(&config, "site = \"x\"\n[acquisition]\npoll_intervall_ms = 5\n").unwrap();
+    std::fs::write(
+        &config,
+        "site = \"x\"\n[acquisition]\npoll_intervall_ms = 5\n",
+    )
+    .unwrap();
     let output = pmon(&[
         "doctor",
         "--config",
@@ -207,7 +238,11 @@ fn set_address_on_the_simulator_moves_the_slave_and_keeps_its_circuit_id() {
         "--yes",
     ]);
     let stdout = text(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        text(&output.stderr)
+    );
     assert!(
         stdout.contains("slave on sim-0: 0x10: circuit 504d0010 (serial 504D0010)"),
         "{stdout}"
@@ -223,16 +258,34 @@ fn set_address_on_the_simulator_moves_the_slave_and_keeps_its_circuit_id() {
 #[test]
 fn set_address_refuses_without_a_terminal_or_onto_a_taken_address() {
     let ask = pmon(&[
-        "slave", "set-address", "--sim", "2", "--from", "0x10", "--to", "0x20",
+        "slave",
+        "set-address",
+        "--sim",
+        "2",
+        "--from",
+        "0x10",
+        "--to",
+        "0x20",
     ]);
     assert_eq!(ask.status.code(), Some(1));
     let stderr = text(&ask.stderr);
-    assert!(stderr.contains("standard input is not a terminal"), "{stderr}");
+    assert!(
+        stderr.contains("standard input is not a terminal"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--yes"), "{stderr}");
     assert!(!text(&ask.stdout).contains("moved"));
 
     let taken = pmon(&[
-        "slave", "set-address", "--sim", "2", "--from", "0x10", "--to", "0x11", "--yes",
+        "slave",
+        "set-address",
+        "--sim",
+        "2",
+        "--from",
+        "0x10",
+        "--to",
+        "0x11",
+        "--yes",
     ]);
     assert_eq!(taken.status.code(), Some(1));
     let stderr = text(&taken.stderr);
@@ -242,7 +295,15 @@ fn set_address_refuses_without_a_terminal_or_onto_a_taken_address() {
     );
 
     let reserved = pmon(&[
-        "slave", "set-address", "--sim", "2", "--from", "0x10", "--to", "0x78", "--yes",
+        "slave",
+        "set-address",
+        "--sim",
+        "2",
+        "--from",
+        "0x10",
+        "--to",
+        "0x78",
+        "--yes",
     ]);
     assert_eq!(reserved.status.code(), Some(2), "a usage error");
     assert!(text(&reserved.stderr).contains("reserved"));
@@ -261,5 +322,5 @@ fn set_address_refuses_without_a_terminal_or_onto_a_taken_address() {
     assert_eq!(missing.status.code(), Some(1));
     let stderr = text(&missing.stderr);
     assert!(stderr.contains("/dev/i2c-pmon-test-missing"), "{stderr}");
-    assert!(Path::new("/dev/i2c-pmon-test-missing").exists() == false);
+    assert!(!Path::new("/dev/i2c-pmon-test-missing").exists());
 }

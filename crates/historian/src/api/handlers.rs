@@ -332,12 +332,41 @@ async fn energy(query: &str, state: Arc<ApiState>) -> Result<Response, ApiError>
             .map_err(|e| ApiError::param("period", "unknown period", e.to_string()))?,
     };
     let (tz_name, mut tz) = tz_param(&p)?;
-    let (from, to) = range(&p, Some(366 * DAY_MS))?;
+    // Defaults: up to now, from the circuit's first data (at most 366 days back).
+    let to = p.time("to")?.unwrap_or_else(now_ms);
+    let given_from = p.time("from")?;
+    if let Some(from) = given_from {
+        if from > to {
+            return Err(ApiError::param(
+                "from",
+                "reversed range",
+                format!(
+                    "from ({}) is after to ({})",
+                    timefmt::rfc3339_utc(from),
+                    timefmt::rfc3339_utc(to)
+                ),
+            ));
+        }
+    }
     let c = circuit.clone();
     let zone = tz_name.clone();
-    let buckets = state
+    let (from, buckets) = state
         .query(move |s| {
+            let from = match given_from {
+                Some(from) => from,
+                None => {
+                    let first = s
+                        .circuits()
+                        .map_err(|e| ApiError::store(e, None))?
+                        .into_iter()
+                        .find(|x| x.id == c)
+                        .map(|x| x.first_ms)
+                        .unwrap_or(to);
+                    first.clamp(to.saturating_sub(366 * DAY_MS), to)
+                }
+            };
             s.energy(&c, period, &zone, from, to)
+                .map(|b| (from, b))
                 .map_err(|e| ApiError::store(e, Some("circuit")))
         })
         .await?;

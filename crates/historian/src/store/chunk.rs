@@ -75,6 +75,20 @@ pub(crate) fn encode(records: &[FrameRecord]) -> Vec<u8> {
     codec::encode(KIND_RAW, &cols, &PREDS)
 }
 
+/// Decodes `seq`, `ts_ms` and one column (by its index in [`COLUMNS`]) of a chunk: what a
+/// one-quantity raw series needs.
+pub(crate) fn decode_column(blob: &[u8], col: usize) -> Result<Vec<(u64, i64, i64)>, DecodeError> {
+    let mut wanted = [false; 15];
+    wanted[0] = true;
+    wanted[1] = true;
+    wanted[col] = true;
+    let c = codec::decode_some(KIND_RAW, blob, &PREDS, Some(&wanted))?;
+    Ok((0..c[0].len()).map(|i| (c[0][i] as u64, c[1][i], c[col][i])).collect())
+}
+
+/// The column index in a chunk of each quantity (order of `Quantity::ALL`).
+pub(crate) const QUANTITY_COLUMN: [usize; 11] = [3, 4, 5, 8, 6, 9, 10, 11, 7, 12, 13];
+
 /// Decodes a chunk blob into records.
 pub(crate) fn decode(blob: &[u8]) -> Result<Vec<FrameRecord>, DecodeError> {
     let c = codec::decode(KIND_RAW, blob, &PREDS)?;

@@ -227,14 +227,18 @@ pub(crate) fn encode(kind: u8, cols: &[Vec<i64>], preds: &[Option<Pred>]) -> Vec
         put_varint(&mut out, g);
         streams.push(if mode == Mode::Delta { delta } else { res });
     }
-    let mut enc = Encoder::new(out);
+    // Each column is its own range-coded stream behind its byte length, so a reader can
+    // skip the columns it does not need.
     for s in &streams {
+        let mut enc = Encoder::new(Vec::with_capacity(s.len()));
         let mut m = IntModel::new();
         for &r in s {
             enc.put(&mut m, zz(r));
         }
+        let bytes = enc.finish();
+        put_varint(&mut out, bytes.len() as u64);
+        out.extend_from_slice(&bytes);
     }
-    let mut out = enc.finish();
     let crc = CRC.checksum(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -245,6 +249,17 @@ pub(crate) fn decode(
     kind: u8,
     buf: &[u8],
     preds: &[Option<Pred>],
+) -> Result<Vec<Vec<i64>>, DecodeError> {
+    decode_some(kind, buf, preds, None)
+}
+
+/// Decodes the columns in `wanted` (all when `None`) and those their predictors read;
+/// the others come back empty.
+pub(crate) fn decode_some(
+    kind: u8,
+    buf: &[u8],
+    preds: &[Option<Pred>],
+    wanted: Option<&[bool]>,
 ) -> Result<Vec<Vec<i64>>, DecodeError> {
     if buf.len() < 8 {
         return Err(DecodeError("block too short"));
@@ -286,13 +301,50 @@ pub(crate) fn decode(
         };
         heads.push((mode, x0, g));
     }
-    let mut dec = Decoder::new(&body[pos..]);
+    let mut need: Vec<bool> = match wanted {
+        Some(w) if w.len() == ncols => w.to_vec(),
+        _ => vec![true; ncols],
+    };
+    for c in (0..ncols).rev() {
+        if need[c] && matches!(heads[c].0, Mode::Pred | Mode::PredDelta) {
+            match preds[c] {
+                Some(Pred::Product { a, b, .. }) | Some(Pred::Mid { a, b }) => {
+                    need[a.min(c)] = true;
+                    need[b.min(c)] = true;
+                }
+                Some(Pred::Cos { s, angle }) | Some(Pred::Sin { s, angle }) => {
+                    need[s.min(c)] = true;
+                    need[angle.min(c)] = true;
+                }
+                Some(Pred::Ratio { num, den, .. }) => {
+                    need[num.min(c)] = true;
+                    need[den.min(c)] = true;
+                }
+                None => {}
+            }
+        }
+    }
     let mut cols: Vec<Vec<i64>> = Vec::with_capacity(ncols);
     for (c, &(mode, x0, g)) in heads.iter().enumerate() {
-        if n == 0 {
+        let stream: &[u8] = if mode == Mode::Const {
+            &[]
+        } else {
+            let len = get_varint(body, &mut pos).ok_or(bad.clone())? as usize;
+            let end = pos.checked_add(len).filter(|&e| e <= body.len());
+            let end = end.ok_or(DecodeError("column past the end"))?;
+            let s = &body[pos..end];
+            pos = end;
+            s
+        };
+        if n == 0 || !need[c] {
             cols.push(Vec::new());
             continue;
         }
+        if mode == Mode::Const {
+            cols.push(vec![x0; n]);
+            continue;
+        }
+        let mut dec = Decoder::new(stream);
         let mut col = Vec::with_capacity(n);
         col.push(x0);
         let mut m = IntModel::new();
@@ -326,13 +378,19 @@ pub(crate) fn decode(
                     let k = r.wrapping_add(lattice_pred(pv, x0, g));
                     cols[c].push(x0.wrapping_add(gi.wrapping_mul(k)));
                 }
+                if dec.overrun() {
+                    return Err(DecodeError("column overrun"));
+                }
                 continue;
             }
         }
+        if dec.overrun() {
+            return Err(DecodeError("column overrun"));
+        }
         cols.push(col);
     }
-    if dec.overrun() {
-        return Err(DecodeError("body overrun"));
+    if pos != body.len() {
+        return Err(DecodeError("trailing bytes"));
     }
     Ok(cols)
 }

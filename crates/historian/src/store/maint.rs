@@ -251,7 +251,7 @@ fn rollup_step(s: &Store, id: i64, tier: Tier, now_ms: i64) -> Result<bool, Stor
             if end <= start {
                 return Ok(false);
             }
-            let fine = s.stored_buckets(id, finer, start, end)?;
+            let fine = s.stored_buckets(id, finer, start, end, None)?;
             (start, end, rollup::regroup(&fine, dur))
         }
     };
@@ -301,17 +301,17 @@ fn lower(s: &Store, tx: &Connection, id: i64, w: i64) -> Result<(), StoreError> 
 
 /// Merges the first group of consecutive small runs of a circuit's tier.
 fn merge_runs(s: &Store, id: i64, tier: i64, now_ms: i64) -> Result<bool, StoreError> {
-    let rows: Vec<(i64, i64, i64, Vec<u8>)> = s
+    // Index columns only: the blobs of the chosen group are read afterwards.
+    let rows: Vec<(i64, i64, i64)> = s
         .conn
         .prepare_cached(
-            "SELECT id, buckets, last_ms, data FROM rollup WHERE circuit=?1 AND tier=?2 \
-             ORDER BY first_ms",
+            "SELECT id, buckets, last_ms FROM rollup WHERE circuit=?1 AND tier=?2 AND first_ms >= \
+               (SELECT MIN(first_ms) FROM rollup WHERE circuit=?1 AND tier=?2 AND buckets < 1024) \
+             ORDER BY first_ms LIMIT 4096",
         )?
-        .query_map(params![id, tier], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
+        .query_map(params![id, tier], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    let mergeable = |g: &[&(i64, i64, i64, Vec<u8>)]| {
+    let mergeable = |g: &[&(i64, i64, i64)]| {
         let total: i64 = g.iter().map(|c| c.1).sum();
         let newest = g.iter().map(|c| c.2).max().unwrap_or(i64::MAX);
         g.len() >= 2
@@ -319,7 +319,7 @@ fn merge_runs(s: &Store, id: i64, tier: i64, now_ms: i64) -> Result<bool, StoreE
                 || total >= RUN_BUCKETS as i64
                 || newest < now_ms - 7 * DAY_MS)
     };
-    let mut group: Vec<&(i64, i64, i64, Vec<u8>)> = Vec::new();
+    let mut group: Vec<&(i64, i64, i64)> = Vec::new();
     let mut chosen = None;
     for row in &rows {
         if (row.1 as usize) < RUN_BUCKETS {
@@ -342,9 +342,12 @@ fn merge_runs(s: &Store, id: i64, tier: i64, now_ms: i64) -> Result<bool, StoreE
     };
     let tx = s.conn.unchecked_transaction()?;
     let mut all = Vec::new();
-    for (rid, _, _, blob) in chosen {
+    for (rid, _, _) in chosen {
+        let blob: Vec<u8> = tx
+            .prepare_cached("SELECT data FROM rollup WHERE id=?1")?
+            .query_row(params![rid], |r| r.get(0))?;
         all.extend(
-            rollup::decode_run(blob).map_err(|e| corrupt(format!("rollup {rid}: {}", e.0)))?,
+            rollup::decode_run(&blob).map_err(|e| corrupt(format!("rollup {rid}: {}", e.0)))?,
         );
         tx.execute("DELETE FROM rollup WHERE id=?1", params![rid])?;
     }

@@ -645,7 +645,14 @@ impl Store {
     }
 
     /// Stored buckets of a tier starting in `[from, to)`.
-    fn stored_buckets(&self, id: i64, tier: Tier, from: i64, to: i64) -> Result<Vec<Agg>, StoreError> {
+    fn stored_buckets(
+        &self,
+        id: i64,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        q: Option<usize>,
+    ) -> Result<Vec<Agg>, StoreError> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, data FROM rollup WHERE circuit=?1 AND tier=?2 AND last_ms>=?3 AND first_ms<?4 \
              ORDER BY first_ms",
@@ -656,7 +663,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (rid, blob) = row?;
-            let run = rollup::decode_run(&blob)
+            let run = rollup::decode_run_some(&blob, q)
                 .map_err(|e| corrupt(format!("rollup {rid}: {}", e.0)))?;
             out.extend(run.into_iter().filter(|a| a.start >= from && a.start < to));
         }
@@ -665,7 +672,14 @@ impl Store {
 
     /// Buckets of `tier` starting in `[from, to)` (bucket-aligned): stored ones up to the
     /// watermark, the rest computed from the next finer tier (raw for 1m).
-    fn buckets(&self, id: i64, tier: Tier, from: i64, to: i64) -> Result<Vec<Agg>, StoreError> {
+    fn buckets(
+        &self,
+        id: i64,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        q: Option<usize>,
+    ) -> Result<Vec<Agg>, StoreError> {
         let Some(dur) = tier.duration_ms() else {
             return Err(corrupt("raw has no buckets"));
         };
@@ -679,13 +693,13 @@ impl Store {
             (w, _) => w,
         };
         let mut out = match wm {
-            Some(w) if w > from => self.stored_buckets(id, tier, from, to.min(w))?,
+            Some(w) if w > from => self.stored_buckets(id, tier, from, to.min(w), q)?,
             _ => Vec::new(),
         };
         let tail_from = wm.map_or(from, |w| w.max(from));
         if tail_from < to {
             let tail = match tier.finer() {
-                Some(finer) => rollup::regroup(&self.buckets(id, finer, tail_from, to)?, dur),
+                Some(finer) => rollup::regroup(&self.buckets(id, finer, tail_from, to, q)?, dur),
                 None => {
                     let recs = self.records_in(id, tail_from, to)?;
                     let prev = match recs.first() {
@@ -716,27 +730,36 @@ impl Store {
         let id = self.circuit_id(circuit)?;
         let scale = quantity.scale();
         let Some(dur) = tier.duration_ms() else {
-            return Ok(self
-                .records_in(id, from_ms, to_ms)?
-                .iter()
-                .map(|r| {
-                    let v = quantity.value(r);
-                    Point {
-                        ts_ms: r.ts_ms,
-                        min: v,
-                        max: v,
-                        mean: v,
-                        count: 1,
-                        coverage: 1.0,
-                    }
-                })
-                .collect());
+            let col = chunk::QUANTITY_COLUMN[quantity.index()];
+            let mut out = Vec::new();
+            for (_, cid) in self.chunk_ids(id, from_ms, to_ms)? {
+                let blob: Vec<u8> = self
+                    .conn
+                    .prepare_cached("SELECT data FROM chunk WHERE id=?1")?
+                    .query_row(params![cid], |r| r.get(0))?;
+                let rows = chunk::decode_column(&blob, col)
+                    .map_err(|e| corrupt(format!("chunk {cid}: {}", e.0)))?;
+                out.extend(rows.into_iter().filter(|r| r.1 >= from_ms && r.1 < to_ms).map(
+                    |(_, ts, v)| {
+                        let v = v as f64 * scale;
+                        Point {
+                            ts_ms: ts,
+                            min: v,
+                            max: v,
+                            mean: v,
+                            count: 1,
+                            coverage: 1.0,
+                        }
+                    },
+                ));
+            }
+            return Ok(out);
         };
         let first = from_ms.div_euclid(dur) * dur;
         let first = if first < from_ms { first + dur } else { first };
         let qi = quantity.index();
         Ok(self
-            .buckets(id, tier, first, to_ms)?
+            .buckets(id, tier, first, to_ms, Some(qi))?
             .iter()
             .filter(|a| a.count > 0 && a.start >= from_ms)
             .map(|a| Point {
@@ -812,7 +835,7 @@ impl Store {
         };
         match tier {
             Some(t) => {
-                for a in self.buckets(id, t, first, last)? {
+                for a in self.buckets(id, t, first, last, None)? {
                     add(a.start, a.e_imp, a.e_exp);
                 }
             }

@@ -153,20 +153,34 @@ pub(crate) fn encode_run(buckets: &[Agg]) -> Vec<u8> {
 
 /// Decodes a run written by [`encode_run`].
 pub(crate) fn decode_run(blob: &[u8]) -> Result<Vec<Agg>, DecodeError> {
-    let c = codec::decode(KIND_ROLLUP, blob, &preds())?;
+    decode_run_some(blob, None)
+}
+
+/// Decodes a run, only quantity `q` (index in `Quantity::ALL`) when given: the other
+/// quantities' cells and the energy deltas are then zero.
+pub(crate) fn decode_run_some(blob: &[u8], q: Option<usize>) -> Result<Vec<Agg>, DecodeError> {
+    let wanted: Option<Vec<bool>> = q.map(|q| {
+        let mut w = vec![false; NCOLS];
+        for i in [0, 1, 2, 3 + q, 14 + q, 25 + q] {
+            w[i] = true;
+        }
+        w
+    });
+    let c = codec::decode_some(KIND_ROLLUP, blob, &preds(), wanted.as_deref())?;
     let n = c[0].len();
+    let at = |col: usize, j: usize| c[col].get(j).copied().unwrap_or(0);
     Ok((0..n)
         .map(|j| {
             let mut a = Agg::empty(c[0][j]);
-            a.count = c[1][j];
-            a.dur_us = c[2][j];
+            a.count = at(1, j);
+            a.dur_us = at(2, j);
             for i in 0..11 {
-                a.min[i] = c[3 + i][j];
-                a.max[i] = c[14 + i][j];
-                a.sum[i] = c[25 + i][j];
+                a.min[i] = at(3 + i, j);
+                a.max[i] = at(14 + i, j);
+                a.sum[i] = at(25 + i, j);
             }
-            a.e_imp = c[36][j];
-            a.e_exp = c[37][j];
+            a.e_imp = at(36, j);
+            a.e_exp = at(37, j);
             a
         })
         .collect())

@@ -292,6 +292,44 @@ impl Quantity {
         }
     }
 
+    /// Decimal places of the fixed-point unit (3 for mV as V, …).
+    pub fn decimals(&self) -> u32 {
+        match self {
+            Quantity::Current | Quantity::EnergyImport | Quantity::EnergyExport => 6,
+            Quantity::PowerFactor => 4,
+            Quantity::PhaseAngle => 2,
+            _ => 3,
+        }
+    }
+
+    /// Appends the value in SI units as an exact decimal, trailing zeros trimmed
+    /// (`229.99`, `-1.5`, `0`): no binary floating point in between, and fast (for CSV).
+    pub fn write_decimal(&self, r: &FrameRecord, out: &mut String) {
+        let v = self.fixed(r);
+        let d = self.decimals();
+        let p = 10u64.pow(d);
+        let a = v.unsigned_abs();
+        if v < 0 {
+            out.push('-');
+        }
+        let (int, mut frac) = (a / p, a % p);
+        let mut buf = itoa_u64(int);
+        out.push_str(buf.as_str());
+        if frac != 0 {
+            let mut digits = d;
+            while frac % 10 == 0 {
+                frac /= 10;
+                digits -= 1;
+            }
+            out.push('.');
+            buf = itoa_u64(frac);
+            for _ in buf.len()..digits as usize {
+                out.push('0');
+            }
+            out.push_str(buf.as_str());
+        }
+    }
+
     pub(crate) fn index(&self) -> usize {
         Quantity::ALL
             .iter()
@@ -452,4 +490,63 @@ pub struct CheckReport {
     pub rollup_blocks: u64,
     /// Gaps stored.
     pub gaps: u64,
+}
+
+/// Decimal digits of a u64 without going through `fmt`.
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits are written.
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("")
+    }
+    fn len(&self) -> usize {
+        20 - self.start
+    }
+}
+
+fn itoa_u64(mut v: u64) -> Digits {
+    let mut d = Digits { buf: [b'0'; 20], start: 20 };
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_exact() {
+        let r = FrameRecord {
+            voltage_mv: 229_990,
+            current_ua: 1_563,
+            real_power_mw: -1_500,
+            power_factor: -9_500,
+            phase_angle: 5,
+            energy_import_mwh: 12_000_000,
+            ..Default::default()
+        };
+        let s = |q: Quantity| {
+            let mut o = String::new();
+            q.write_decimal(&r, &mut o);
+            o
+        };
+        assert_eq!(s(Quantity::Voltage), "229.99");
+        assert_eq!(s(Quantity::Current), "0.001563");
+        assert_eq!(s(Quantity::RealPower), "-1.5");
+        assert_eq!(s(Quantity::PowerFactor), "-0.95");
+        assert_eq!(s(Quantity::PhaseAngle), "0.05");
+        assert_eq!(s(Quantity::EnergyImport), "12");
+        assert_eq!(s(Quantity::Frequency), "0");
+    }
 }

@@ -78,9 +78,10 @@ def main() -> int:
         return 1
     if args.birth_after is not None:
         time.sleep(args.birth_after)
-        client.publish(args.birth_topic, "online", qos=0, retain=False).wait_for_publish(5)
+        # Noted before sending: the answer may be recorded before publish() returns.
         with lock:
             lines.append({"birth": round(time.monotonic() - start[0], 3)})
+        client.publish(args.birth_topic, "online", qos=0, retain=False).wait_for_publish(5)
     remaining = args.seconds - (time.monotonic() - start[0])
     if remaining > 0:
         time.sleep(remaining)
