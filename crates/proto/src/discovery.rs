@@ -294,7 +294,10 @@ struct Device<'a> {
     mf: &'static str,
     mdl: &'static str,
     sw: &'a str,
-    sn: String,
+    /// Device mode only: Home Assistant's device schema refuses unknown keys, and entity mode
+    /// is for Home Assistant versions that may predate `serial_number`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sn: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -383,7 +386,7 @@ impl Discovery {
             mf: MANUFACTURER,
             mdl: MODEL,
             sw: &info.firmware,
-            sn: circuit_id(info.serial),
+            sn: (self.mode == Mode::Device).then(|| circuit_id(info.serial)),
         };
         let origin = Origin {
             name: "pmon",
@@ -477,7 +480,7 @@ mod tests {
 
     const DEVICE_EXAMPLE: &str = r#"{"dev":{"ids":["pmon_home_00c0ffee"],"name":"Heat pump","mf":"pmon","mdl":"pmon circuit monitor","sw":"1.2.3","sn":"00c0ffee"},"o":{"name":"pmon","sw":"0.1.0"},"cmps":{"voltage":{"p":"sensor","name":"Voltage","uniq_id":"pmon_home_00c0ffee_voltage","dev_cla":"voltage","unit_of_meas":"V","stat_cla":"measurement","sug_dsp_prc":1,"val_tpl":"{{ value_json.voltage }}"},"current":{"p":"sensor","name":"Current","uniq_id":"pmon_home_00c0ffee_current","dev_cla":"current","unit_of_meas":"A","stat_cla":"measurement","sug_dsp_prc":2,"val_tpl":"{{ value_json.current }}"},"frequency":{"p":"sensor","name":"Frequency","uniq_id":"pmon_home_00c0ffee_frequency","dev_cla":"frequency","unit_of_meas":"Hz","stat_cla":"measurement","sug_dsp_prc":2,"val_tpl":"{{ value_json.frequency }}"},"real_power":{"p":"sensor","name":"Power","uniq_id":"pmon_home_00c0ffee_real_power","dev_cla":"power","unit_of_meas":"W","stat_cla":"measurement","sug_dsp_prc":0,"val_tpl":"{{ value_json.real_power }}"},"apparent_power":{"p":"sensor","name":"Apparent power","uniq_id":"pmon_home_00c0ffee_apparent_power","dev_cla":"apparent_power","unit_of_meas":"VA","stat_cla":"measurement","sug_dsp_prc":0,"val_tpl":"{{ value_json.apparent_power }}"},"reactive_power":{"p":"sensor","name":"Reactive power","uniq_id":"pmon_home_00c0ffee_reactive_power","dev_cla":"reactive_power","unit_of_meas":"var","stat_cla":"measurement","sug_dsp_prc":0,"val_tpl":"{{ value_json.reactive_power }}"},"power_factor":{"p":"sensor","name":"Power factor","uniq_id":"pmon_home_00c0ffee_power_factor","dev_cla":"power_factor","stat_cla":"measurement","sug_dsp_prc":2,"val_tpl":"{{ value_json.power_factor }}"},"crest_factor":{"p":"sensor","name":"Crest factor","uniq_id":"pmon_home_00c0ffee_crest_factor","stat_cla":"measurement","ent_cat":"diagnostic","ic":"mdi:sine-wave","sug_dsp_prc":2,"val_tpl":"{{ value_json.current_crest_factor }}"},"phase_angle":{"p":"sensor","name":"Phase angle","uniq_id":"pmon_home_00c0ffee_phase_angle","unit_of_meas":"°","stat_cla":"measurement","ent_cat":"diagnostic","ic":"mdi:angle-acute","sug_dsp_prc":1,"val_tpl":"{{ value_json.phase_angle }}"},"energy_import":{"p":"sensor","name":"Energy import","uniq_id":"pmon_home_00c0ffee_energy_import","dev_cla":"energy","unit_of_meas":"kWh","stat_cla":"total_increasing","sug_dsp_prc":3,"val_tpl":"{{ value_json.energy_import_kwh }}"},"energy_export":{"p":"sensor","name":"Energy export","uniq_id":"pmon_home_00c0ffee_energy_export","dev_cla":"energy","unit_of_meas":"kWh","stat_cla":"total_increasing","sug_dsp_prc":3,"val_tpl":"{{ value_json.energy_export_kwh }}"}},"stat_t":"pmon/home/circuit/00c0ffee/state","avty":[{"t":"pmon/home/status"},{"t":"pmon/home/circuit/00c0ffee/availability"}],"avty_mode":"all"}"#;
 
-    const ENTITY_EXAMPLE: &str = r#"{"name":"Reactive power","uniq_id":"pmon_home_00c0ffee_reactive_power","dev_cla":"reactive_power","unit_of_meas":"var","stat_cla":"measurement","sug_dsp_prc":0,"val_tpl":"{{ value_json.reactive_power }}","stat_t":"pmon/home/circuit/00c0ffee/state","avty":[{"t":"pmon/home/status"},{"t":"pmon/home/circuit/00c0ffee/availability"}],"avty_mode":"all","dev":{"ids":["pmon_home_00c0ffee"],"name":"Heat pump","mf":"pmon","mdl":"pmon circuit monitor","sw":"1.2.3","sn":"00c0ffee"},"o":{"name":"pmon","sw":"0.1.0"}}"#;
+    const ENTITY_EXAMPLE: &str = r#"{"name":"Reactive power","uniq_id":"pmon_home_00c0ffee_reactive_power","dev_cla":"reactive_power","unit_of_meas":"var","stat_cla":"measurement","sug_dsp_prc":0,"val_tpl":"{{ value_json.reactive_power }}","stat_t":"pmon/home/circuit/00c0ffee/state","avty":[{"t":"pmon/home/status"},{"t":"pmon/home/circuit/00c0ffee/availability"}],"avty_mode":"all","dev":{"ids":["pmon_home_00c0ffee"],"name":"Heat pump","mf":"pmon","mdl":"pmon circuit monitor","sw":"1.2.3"},"o":{"name":"pmon","sw":"0.1.0"}}"#;
 
     #[test]
     fn device_payload_is_pinned() {
@@ -514,6 +517,7 @@ mod tests {
             for key in ["stat_t", "avty", "avty_mode", "dev", "o"] {
                 object.insert(key.into(), device[key].clone());
             }
+            object["dev"].as_object_mut().unwrap().remove("sn");
             assert_eq!(entity, expected, "{id}");
         }
     }

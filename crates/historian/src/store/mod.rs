@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS chunk (
   data BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS chunk_seq ON chunk (circuit, first_seq);
-CREATE INDEX IF NOT EXISTS chunk_time ON chunk (circuit, last_ms);
+CREATE INDEX IF NOT EXISTS chunk_time ON chunk (circuit, last_ms, first_ms);
 CREATE INDEX IF NOT EXISTS chunk_open ON chunk (circuit, first_seq) WHERE sealed = 0;
 CREATE TABLE IF NOT EXISTS rollup (
   id INTEGER PRIMARY KEY,
@@ -522,13 +522,24 @@ impl Store {
 
     /// The newest record of circuit `id` with `ts < before_ms`.
     fn record_before(&self, id: i64, before_ms: i64) -> Result<Option<FrameRecord>, StoreError> {
-        let ids: Vec<i64> = self
+        // The newest chunk ending before, and the first one straddling `before_ms`: both
+        // index seeks on (circuit, last_ms, first_ms).
+        let mut ids: Vec<i64> = self
             .conn
             .prepare_cached(
-                "SELECT id FROM chunk WHERE circuit=?1 AND first_ms<?2 ORDER BY first_ms DESC LIMIT 2",
+                "SELECT id FROM chunk WHERE circuit=?1 AND last_ms<?2 ORDER BY last_ms DESC LIMIT 1",
             )?
             .query_map(params![id, before_ms], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
+        ids.extend(
+            self.conn
+                .prepare_cached(
+                    "SELECT id FROM chunk WHERE circuit=?1 AND last_ms>=?2 AND first_ms<?2 \
+                     ORDER BY last_ms LIMIT 1",
+                )?
+                .query_map(params![id, before_ms], |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?,
+        );
         let mut best: Option<FrameRecord> = None;
         for cid in ids {
             for r in self.chunk_records(cid)? {
