@@ -47,9 +47,8 @@ fn load_csv(path: &str) -> BTreeMap<String, Vec<FrameRecord>> {
     for line in lines {
         f.clear();
         f.extend(line.split(','));
-        let num = |i: usize, scale: f64| {
-            (f[q[i]].parse::<f64>().unwrap_or(0.0) * scale).round() as i64
-        };
+        let num =
+            |i: usize, scale: f64| (f[q[i]].parse::<f64>().unwrap_or(0.0) * scale).round() as i64;
         let ts: jiff::Timestamp = f[ct].parse().expect("time");
         let r = FrameRecord {
             seq: f[cs].parse().expect("seq"),
@@ -84,7 +83,12 @@ fn ms(d: Duration) -> f64 {
 
 /// Ingests every circuit's records in time order the way the service does (frames of
 /// `frame` records per circuit), committing every `commit_every` records.
-fn ingest_all(s: &mut Store, data: &BTreeMap<String, Vec<FrameRecord>>, frame: usize, commit_every: usize) {
+fn ingest_all(
+    s: &mut Store,
+    data: &BTreeMap<String, Vec<FrameRecord>>,
+    frame: usize,
+    commit_every: usize,
+) {
     let longest = data.values().map(Vec::len).max().unwrap_or(0);
     let mut staged = 0;
     for start in (0..longest).step_by(frame) {
@@ -118,19 +122,27 @@ fn sizes(path: &Path) -> Sizes {
             .unwrap_or(0) as u64
     };
     let raw = q("SELECT SUM(pgsize) FROM dbstat WHERE name IN ('chunk','chunk_seq','chunk_time','chunk_open')");
-    let rollup_pages = q("SELECT SUM(pgsize) FROM dbstat WHERE name IN ('rollup','rollup_time','rollup_small')");
+    let rollup_pages =
+        q("SELECT SUM(pgsize) FROM dbstat WHERE name IN ('rollup','rollup_time','rollup_small')");
     let rollup_data = q("SELECT SUM(length(data)) FROM rollup").max(1);
     let mut tiers = Vec::new();
     for t in Tier::ROLLUPS {
         let idx = Tier::ALL.iter().position(|x| *x == t).unwrap_or(0);
-        let data = q(&format!("SELECT SUM(length(data)) FROM rollup WHERE tier={idx}"));
+        let data = q(&format!(
+            "SELECT SUM(length(data)) FROM rollup WHERE tier={idx}"
+        ));
         let buckets = q(&format!("SELECT SUM(buckets) FROM rollup WHERE tier={idx}"));
         // Pages of the rollup table shared out in proportion to each tier's data.
         tiers.push((t, data * rollup_pages / rollup_data, buckets));
     }
     let records = q("SELECT SUM(count) FROM chunk");
     let file = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    Sizes { file, raw, tiers, records }
+    Sizes {
+        file,
+        raw,
+        tiers,
+        records,
+    }
 }
 
 fn csv_line(out: &mut String, c: &str, r: &FrameRecord) {
@@ -164,7 +176,13 @@ fn bench_peers_csv(path: &str, reps: usize) {
         ingest_all(&mut s, &data, 1000, 100_000);
         ingest.push(t.elapsed());
         let t = Instant::now();
-        let now = data.values().flat_map(|v| v.last()).map(|r| r.ts_ms).max().unwrap_or(0) + 600_000;
+        let now = data
+            .values()
+            .flat_map(|v| v.last())
+            .map(|r| r.ts_ms)
+            .max()
+            .unwrap_or(0)
+            + 600_000;
         while s.maintain(now, 1000).expect("maintain") > 0 {}
         maint.push(t.elapsed());
         s.checkpoint().expect("checkpoint");
@@ -176,11 +194,23 @@ fn bench_peers_csv(path: &str, reps: usize) {
         n as f64 / ing.as_secs_f64()
     );
     println!("| ingest values/s | {:.0} |", values / ing.as_secs_f64());
-    println!("| maintain to idle (merges + all rollups), s | {:.2} |", median(maint).as_secs_f64());
+    println!(
+        "| maintain to idle (merges + all rollups), s | {:.2} |",
+        median(maint).as_secs_f64()
+    );
     let sz = sizes(&db);
-    println!("| whole file after maintain + checkpoint, bytes | {} |", sz.file);
-    println!("| **bytes/value, whole file** | **{:.3}** |", sz.file as f64 / values);
-    println!("| bytes/value, raw chunks (pages incl. indexes) | {:.3} |", sz.raw as f64 / values);
+    println!(
+        "| whole file after maintain + checkpoint, bytes | {} |",
+        sz.file
+    );
+    println!(
+        "| **bytes/value, whole file** | **{:.3}** |",
+        sz.file as f64 / values
+    );
+    println!(
+        "| bytes/value, raw chunks (pages incl. indexes) | {:.3} |",
+        sz.raw as f64 / values
+    );
     for (t, b, buckets) in &sz.tiers {
         println!(
             "| {t} rollups: bytes ({buckets} buckets, {:.1} B/bucket, {:.4} B/value of raw) | {b} |",
@@ -219,7 +249,10 @@ fn bench_peers_csv(path: &str, reps: usize) {
             .expect("series")
             .len()
     });
-    println!("| series over the whole range, tier {tier}: {pts} points, ms | {:.2} |", ms(d));
+    println!(
+        "| series over the whole range, tier {tier}: {pts} points, ms | {:.2} |",
+        ms(d)
+    );
     let (d, pts) = time(&mut || {
         let raw = s
             .series(circuit, Quantity::Voltage, Tier::Raw, from, to)
@@ -233,11 +266,17 @@ fn bench_peers_csv(path: &str, reps: usize) {
         }
         buckets.len()
     });
-    println!("| downsample raw to 2000 points (like VM's avg_over_time), {pts} points, ms | {:.2} |", ms(d));
+    println!(
+        "| downsample raw to 2000 points (like VM's avg_over_time), {pts} points, ms | {:.2} |",
+        ms(d)
+    );
     let (d, rows) = time(&mut || {
         let mut out = String::new();
         let mut k = 0;
-        for r in s.raw_stream(std::slice::from_ref(circuit), from, to).expect("stream") {
+        for r in s
+            .raw_stream(std::slice::from_ref(circuit), from, to)
+            .expect("stream")
+        {
             let (c, r) = r.expect("row");
             csv_line(&mut out, &c, &r);
             k += 1;
@@ -245,7 +284,11 @@ fn bench_peers_csv(path: &str, reps: usize) {
         std::hint::black_box(out);
         k
     });
-    println!("| raw export 1 circuit ({rows} records, {} values) as CSV text, ms | {:.1} |", rows * 12, ms(d));
+    println!(
+        "| raw export 1 circuit ({rows} records, {} values) as CSV text, ms | {:.1} |",
+        rows * 12,
+        ms(d)
+    );
 }
 
 /// A year of data for a few circuits (1 record / 10 s for the year, 5 records/s on the last
@@ -302,14 +345,22 @@ fn bench_year(circuits: usize) {
     let sz = sizes(&db);
     let s = Store::open_read_only(&db).expect("open");
     println!("| query (circuit c0, voltage, 2000 points max) | tier | points | median ms (of 21) |\n|---|---|---:|---:|");
-    for (label, span) in [("1 hour", 3_600_000), ("1 day", DAY), ("1 month", 30 * DAY), ("1 year", 365 * DAY)] {
+    for (label, span) in [
+        ("1 hour", 3_600_000),
+        ("1 day", DAY),
+        ("1 month", 30 * DAY),
+        ("1 year", 365 * DAY),
+    ] {
         let from = end - span;
         let tier = Store::choose_tier(from, end, 2000);
         let mut v = Vec::new();
         let mut n = 0;
         for _ in 0..21 {
             let t = Instant::now();
-            n = s.series("c0", Quantity::Voltage, tier, from, end).expect("series").len();
+            n = s
+                .series("c0", Quantity::Voltage, tier, from, end)
+                .expect("series")
+                .len();
             v.push(t.elapsed());
         }
         println!("| {label} | {tier} | {n} | {:.2} |", ms(median(v)));
@@ -320,7 +371,10 @@ fn bench_year(circuits: usize) {
         let t = Instant::now();
         let mut out = String::with_capacity(1 << 20);
         rows = 0;
-        for r in s.raw_stream(&["c0".to_owned()], end - DAY, end).expect("stream") {
+        for r in s
+            .raw_stream(&["c0".to_owned()], end - DAY, end)
+            .expect("stream")
+        {
             let (c, r) = r.expect("row");
             csv_line(&mut out, &c, &r);
             rows += 1;
@@ -340,17 +394,30 @@ fn bench_year(circuits: usize) {
     let mut v = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let n = s.raw_stream(&["c0".to_owned()], end - DAY, end).expect("stream").count();
+        let n = s
+            .raw_stream(&["c0".to_owned()], end - DAY, end)
+            .expect("stream")
+            .count();
         std::hint::black_box(n);
         v.push(t.elapsed());
     }
-    println!("One circuit-day raw stream, decode only: median {:.0} ms of 5\n", ms(median(v)));
+    println!(
+        "One circuit-day raw stream, decode only: median {:.0} ms of 5\n",
+        ms(median(v))
+    );
     println!("| tier | bytes | buckets | bytes/bucket |\n|---|---:|---:|---:|");
     for (t, b, n) in &sz.tiers {
-        println!("| {t} | {b} | {n} | {:.1} |", *b as f64 / (*n).max(1) as f64);
+        println!(
+            "| {t} | {b} | {n} | {:.1} |",
+            *b as f64 / (*n).max(1) as f64
+        );
     }
     // Projection for 100 circuits at 5 records/s with the default retention.
-    let per_bucket: Vec<f64> = sz.tiers.iter().map(|(_, b, n)| *b as f64 / (*n).max(1) as f64).collect();
+    let per_bucket: Vec<f64> = sz
+        .tiers
+        .iter()
+        .map(|(_, b, n)| *b as f64 / (*n).max(1) as f64)
+        .collect();
     let _ = per_bucket;
 }
 
@@ -365,10 +432,14 @@ fn projection(raw_bytes_per_record: f64, bucket_bytes: &[(Tier, f64)]) {
     let mut total = raw;
     for (t, b) in bucket_bytes {
         let per_day = DAY as f64 / t.duration_ms().unwrap_or(DAY) as f64;
-        let days = o.retention_days(*t).map_or(365.0, |d| (d as f64).min(365.0));
+        let days = o
+            .retention_days(*t)
+            .map_or(365.0, |d| (d as f64).min(365.0));
         let bytes = circuits * days * per_day * b;
         total += bytes;
-        let ret = o.retention_days(*t).map_or("forever (1st year)".to_owned(), |d| format!("{d} days"));
+        let ret = o
+            .retention_days(*t)
+            .map_or("forever (1st year)".to_owned(), |d| format!("{d} days"));
         println!("| {t} rollups | {ret} | {:.3} GB |", bytes / 1e9);
     }
     println!("| **first year total** | | **{:.2} GB** |", total / 1e9);
@@ -377,19 +448,34 @@ fn projection(raw_bytes_per_record: f64, bucket_bytes: &[(Tier, f64)]) {
         .filter(|(t, _)| o.retention_days(*t).is_none())
         .map(|(t, b)| circuits * 365.0 * (DAY as f64 / t.duration_ms().unwrap_or(DAY) as f64) * b)
         .sum();
-    println!("| each further year (forever tiers) | | {:.3} GB |", forever / 1e9);
+    println!(
+        "| each further year (forever tiers) | | {:.3} GB |",
+        forever / 1e9
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let reps: usize = arg("--reps").and_then(|r| r.parse().ok()).unwrap_or(3);
     println!(
         "# pmon-historian storage benchmark\n\nmachine: {} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+            .and_then(
+                |s| s.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned())
+            )
             .unwrap_or_default()
     );
     let csv = arg("--csv").or_else(|| std::env::var("PMON_PEERS_CSV").ok());
@@ -406,14 +492,23 @@ fn main() {
         let sz = sizes(&db);
         raw_b_per_record = Some(sz.raw as f64 / sz.records.max(1) as f64);
     }
-    let circuits: usize = arg("--year-circuits").and_then(|r| r.parse().ok()).unwrap_or(3);
+    let circuits: usize = arg("--year-circuits")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     bench_year(circuits);
     // Rollup bytes per bucket from the year run are printed above; use typical figures
     // measured there for the projection (recomputed here on a smaller year for speed).
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("proj.db");
     {
-        let mut s = Store::open(&db, StoreOptions { raw_retention_days: None, ..StoreOptions::default() }).expect("open");
+        let mut s = Store::open(
+            &db,
+            StoreOptions {
+                raw_retention_days: None,
+                ..StoreOptions::default()
+            },
+        )
+        .expect("open");
         let mut g = common::Gen::new(1, common::T0 - 30 * DAY);
         while g.ts < common::T0 {
             let batch: Vec<FrameRecord> = (0..9000).map(|_| g.next_record()).collect();

@@ -48,6 +48,10 @@ pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 const MAINTENANCE_CATCH_UP: Duration = Duration::from_millis(100);
 /// Work units one maintenance pass may do (keeps a pass to tens of milliseconds).
 pub const MAINTENANCE_BUDGET: usize = 64;
+/// Records older than this (against the wall clock) mean the historian is catching up.
+const BEHIND_MS: i64 = 60_000;
+/// Longest maintenance is put off while catching up.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 /// How long a detected broker window is trusted before it is probed again.
 const WINDOW_PROBE_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -275,6 +279,9 @@ pub(crate) struct Writer {
     pub(crate) acker: Acker,
     pub(crate) stats: Arc<Stats>,
     next_maintenance: Instant,
+    last_maintenance: Instant,
+    /// Newest record timestamp received since the last commit.
+    batch_newest_ms: i64,
 }
 
 /// Whether a store error is about one message's content (drop it) rather than the store.
@@ -301,6 +308,8 @@ impl Writer {
             acker,
             stats,
             next_maintenance: Instant::now() + Duration::from_millis(500),
+            last_maintenance: Instant::now(),
+            batch_newest_ms: i64::MIN,
         }
     }
 
@@ -313,7 +322,9 @@ impl Writer {
                 Some(deadline) => deadline.min(self.next_maintenance),
                 None => self.next_maintenance,
             };
-            let message = match rx.recv_timeout(wake.saturating_duration_since(now)) {
+            let received = rx.recv_timeout(wake.saturating_duration_since(now));
+            let idle = matches!(received, Err(RecvTimeoutError::Timeout));
+            let message = match received {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -335,8 +346,7 @@ impl Writer {
                     self.frame(&circuit, &payload)?;
                     let staged = self.store.staged();
                     if let Some(reason) =
-                        self.policy
-                            .on_message(Instant::now(), epoch, pkid, staged)
+                        self.policy.on_message(Instant::now(), epoch, pkid, staged)
                     {
                         self.commit(reason)?;
                     }
@@ -360,7 +370,8 @@ impl Writer {
             if self.policy.due(now) {
                 self.commit(CommitReason::Interval)?;
             }
-            if now >= self.next_maintenance && self.store.staged() == 0 {
+            // Idle (no message before the deadline) and nothing staged: a good moment.
+            if idle && now >= self.next_maintenance && self.store.staged() == 0 {
                 self.maintain()?;
             }
         }
@@ -385,6 +396,9 @@ impl Writer {
             return Ok(());
         }
         Stats::add(&self.stats.records, frame.records.len() as u64);
+        if let Some(newest) = frame.records.iter().map(|r| r.ts_ms).max() {
+            self.batch_newest_ms = self.batch_newest_ms.max(newest);
+        }
         if frame.records.is_empty() {
             return Ok(());
         }
@@ -442,7 +456,14 @@ impl Writer {
         if !pkids.is_empty() {
             self.acker.ack(epoch, &pkids);
         }
-        if reason != CommitReason::Shutdown && Instant::now() >= self.next_maintenance {
+        // While catching up on a backlog (the newest record committed is minutes old: after a
+        // restart or an outage), ingest first and maintain once the flow is current; but
+        // never put maintenance off for longer than CATCH_UP_LIMIT (a slave with a wrong clock).
+        let behind =
+            self.batch_newest_ms != i64::MIN && self.batch_newest_ms < now_ms() - BEHIND_MS;
+        let put_off = behind && self.last_maintenance.elapsed() < CATCH_UP_LIMIT;
+        self.batch_newest_ms = i64::MIN;
+        if reason != CommitReason::Shutdown && !put_off && Instant::now() >= self.next_maintenance {
             self.maintain()?;
         }
         Ok(())
@@ -458,6 +479,7 @@ impl Writer {
             }
         };
         use std::sync::atomic::Ordering::Relaxed;
+        self.last_maintenance = Instant::now();
         Stats::add(&self.stats.maintenance_runs, 1);
         Stats::add(&self.stats.maintenance_work, work as u64);
         self.stats
@@ -474,17 +496,20 @@ impl Writer {
     }
 }
 
-/// The subscriptions: everything under `pmon/<site>/circuit/` at QoS 1 (frames, and the rest
-/// acknowledged without storing), and the retained circuit info at QoS 0 (labels).
+/// The subscriptions: `pmon/<site>/circuit/+/frame/#` at QoS 1 (the frames), and the
+/// retained circuit info `pmon/<site>/circuit/+/info` at QoS 0 (labels).
 ///
-/// The frame subscription ends in `#` on purpose: pmon's embedded broker gives such filters
-/// a large in-memory log (8 MiB, ~80 s of a 100-circuit site) and other filters a small one
-/// (256 KiB), and a subscriber that falls further behind than its filter's log — a historian
-/// restart — silently loses messages. The info subscription is QoS 0 so that it receives every
-/// retained message (rumqttd hands a QoS 1 subscription at most 100 retained messages).
+/// The frame filter ends in `/#` on purpose. MQTT's `#` also matches the level above it, so
+/// the filter matches exactly the frame topics; and pmon's embedded broker gives filters
+/// ending in `#` a large in-memory log (8 MiB, ~80 s of a 100-circuit site) but other filters
+/// a small one (256 KiB): a subscriber that falls further behind than its filter's log — a
+/// historian restart — silently loses messages. Subscribing to `circuit/#` instead would
+/// also bring every state, health and raw-value message at QoS 1, each to be acknowledged in
+/// order. The info subscription is QoS 0 so that it receives every retained message
+/// (rumqttd hands a QoS 1 subscription at most 100 retained messages).
 pub fn subscriptions(topics: &Topics) -> (String, String) {
     (
-        format!("{}/circuit/#", topics.root()),
+        format!("{}/#", topics.all_circuits(CircuitTopic::Frame)),
         topics.all_circuits(CircuitTopic::Info),
     )
 }
@@ -513,7 +538,10 @@ pub(crate) async fn drive(
                 stats.connected.store(true, Relaxed);
                 Stats::add(&stats.connections, 1);
                 backoff = BACKOFF_MIN;
-                info!(session_present = ack.session_present, "connected to the broker");
+                info!(
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
                 if ack.session_present {
                     // The session keeps its subscriptions, but a resumed subscription gets no
                     // retained messages: subscribe to the info topics afresh for the labels.
@@ -523,14 +551,18 @@ pub(crate) async fn drive(
                 }
                 // Subscribing again is harmless when the session kept the subscription (the
                 // broker keeps its position) and needed when the broker forgot the session.
-                eventloop.pending.push_back(Request::Subscribe(Subscribe::new(
-                    frames_filter.clone(),
-                    QoS::AtLeastOnce,
-                )));
-                eventloop.pending.push_back(Request::Subscribe(Subscribe::new(
-                    info_filter.clone(),
-                    QoS::AtMostOnce,
-                )));
+                eventloop
+                    .pending
+                    .push_back(Request::Subscribe(Subscribe::new(
+                        frames_filter.clone(),
+                        QoS::AtLeastOnce,
+                    )));
+                eventloop
+                    .pending
+                    .push_back(Request::Subscribe(Subscribe::new(
+                        info_filter.clone(),
+                        QoS::AtMostOnce,
+                    )));
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 Stats::add(&stats.messages, 1);
@@ -560,10 +592,14 @@ pub(crate) async fn drive(
                     }
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                stats.subscribed.store(true, Relaxed);
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
             Err(error) => {
                 stats.connected.store(false, Relaxed);
+                stats.subscribed.store(false, Relaxed);
                 Stats::add(&stats.connection_errors, 1);
                 if let Ok(mut last) = stats.last_connection_error.lock() {
                     *last = Some(error.to_string());
@@ -592,6 +628,7 @@ pub(crate) async fn drive(
         }
     }
     stats.connected.store(false, Relaxed);
+    stats.subscribed.store(false, Relaxed);
 }
 
 struct EpochBump(Arc<Mutex<u64>>);
@@ -622,20 +659,21 @@ mod tests {
     const SEC: Duration = Duration::from_secs(1);
 
     #[test]
+    fn the_frame_filter_matches_frames_only_and_ends_in_a_hash() {
+        let (frames, info) = subscriptions(&Topics::new("home").unwrap());
+        assert_eq!(frames, "pmon/home/circuit/+/frame/#");
+        assert_eq!(info, "pmon/home/circuit/+/info");
+    }
+
+    #[test]
     fn commits_at_the_interval_and_at_the_window() {
         let t0 = Instant::now();
         let mut p = CommitPolicy::new(SEC, 3);
         assert_eq!(p.on_message(t0, 1, Some(1), 5), None);
         assert_eq!(p.deadline(), Some(t0 + SEC));
         assert_eq!(p.on_message(t0, 1, Some(2), 10), None);
-        assert_eq!(
-            p.on_message(t0, 1, Some(3), 15),
-            Some(CommitReason::Window)
-        );
-        assert_eq!(
-            p.on_commit(t0, CommitReason::Window),
-            (1, vec![1, 2, 3])
-        );
+        assert_eq!(p.on_message(t0, 1, Some(3), 15), Some(CommitReason::Window));
+        assert_eq!(p.on_commit(t0, CommitReason::Window), (1, vec![1, 2, 3]));
         assert_eq!(p.deadline(), None);
         assert_eq!(p.on_message(t0, 1, Some(4), 1), None);
         assert!(!p.due(t0 + SEC / 2));
@@ -646,10 +684,7 @@ mod tests {
     fn nothing_staged_acks_at_once_and_new_epochs_void_old_acks() {
         let t0 = Instant::now();
         let mut p = CommitPolicy::new(SEC, 100);
-        assert_eq!(
-            p.on_message(t0, 1, Some(7), 0),
-            Some(CommitReason::Nothing)
-        );
+        assert_eq!(p.on_message(t0, 1, Some(7), 0), Some(CommitReason::Nothing));
         assert_eq!(p.on_commit(t0, CommitReason::Nothing), (1, vec![7]));
         assert_eq!(p.on_message(t0, 1, Some(8), 3), None);
         assert_eq!(p.on_message(t0, 1, Some(9), 3), None);

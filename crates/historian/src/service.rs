@@ -266,7 +266,9 @@ async fn supervise(
             let _ = writer_tx.send(WriterMsg::Shutdown);
             match tokio::time::timeout(WRITER_GRACE, &mut writer_done).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(HistorianError::Internal("the writer thread panicked".into())),
+                Ok(Err(_)) => Err(HistorianError::Internal(
+                    "the writer thread panicked".into(),
+                )),
                 Err(_) => {
                     warn!("the writer did not finish in {WRITER_GRACE:?}");
                     Ok(())

@@ -12,7 +12,7 @@ use crate::timefmt::rfc3339_utc;
 /// Cumulative counters since the service started. Cheap to update from any thread.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// MQTT publishes received (every topic).
+    /// MQTT publishes received (frame and info topics).
     pub messages: AtomicU64,
     /// Frame messages received.
     pub frames: AtomicU64,
@@ -45,6 +45,8 @@ pub struct Stats {
     pub detected_window: AtomicU64,
     /// Connected to the broker now.
     pub connected: AtomicBool,
+    /// The broker acknowledged the frame subscription on this connection.
+    pub subscribed: AtomicBool,
     /// Successful connections (the first one included).
     pub connections: AtomicU64,
     /// Failed connection attempts and lost connections.
@@ -76,6 +78,8 @@ fn time_or_null(ms: u64) -> Option<String> {
 pub struct IngestSnapshot {
     /// See [`Stats::connected`].
     pub connected: bool,
+    /// See [`Stats::subscribed`].
+    pub subscribed: bool,
     /// See [`Stats::connections`].
     pub connections: u64,
     /// See [`Stats::connection_errors`].
@@ -131,7 +135,9 @@ impl Stats {
     /// A new set of counters, started now.
     pub fn new(now_ms: i64) -> Arc<Stats> {
         let stats = Stats::default();
-        stats.started_ms.store(now_ms.max(0) as u64, Ordering::Relaxed);
+        stats
+            .started_ms
+            .store(now_ms.max(0) as u64, Ordering::Relaxed);
         Arc::new(stats)
     }
 
@@ -145,6 +151,7 @@ impl Stats {
         let window = load(&self.detected_window);
         IngestSnapshot {
             connected: self.connected.load(Ordering::Relaxed),
+            subscribed: self.subscribed.load(Ordering::Relaxed),
             connections: load(&self.connections),
             connection_errors: load(&self.connection_errors),
             last_connection_error: self

@@ -29,7 +29,9 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
             });
     }
     let ts: Timestamp = text.parse().map_err(|e: jiff::Error| {
-        format!("{text:?} is not an RFC 3339 timestamp with an offset (e.g. 2025-11-25T15:30:00Z): {e}")
+        format!(
+            "{text:?} is not an RFC 3339 timestamp with an offset (e.g. 2025-11-25T15:30:00Z): {e}"
+        )
     })?;
     Ok(ts.as_millisecond())
 }
@@ -97,7 +99,10 @@ impl TzFormat {
         let offset = offset - offset % 60;
         let from = self
             .tz
-            .preceding(ts + jiff::SignedDuration::from_millis(1))
+            .preceding(
+                ts.checked_add(jiff::SignedDuration::from_millis(1))
+                    .unwrap_or(ts),
+            )
             .next()
             .map(|t| t.timestamp().as_millisecond())
             .unwrap_or(i64::MIN);
@@ -224,11 +229,32 @@ mod tests {
     }
 
     #[test]
+    fn the_ends_of_the_time_range_do_not_panic() {
+        let mut f = TzFormat::new(time_zone("Europe/Berlin").unwrap());
+        for ms in [
+            i64::MIN,
+            i64::MAX,
+            Timestamp::MAX.as_millisecond(),
+            Timestamp::MIN.as_millisecond(),
+        ] {
+            let _ = f.format(ms);
+            let _ = rfc3339_utc(ms);
+        }
+    }
+
+    #[test]
     fn parse_accepts_offsets_and_millis_and_rejects_junk() {
         assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1000);
         assert_eq!(parse_time("1970-01-01T01:00:01.5+01:00").unwrap(), 1500);
         assert_eq!(parse_time("1234").unwrap(), 1234);
-        for bad in ["", "yesterday", "2025-13-01T00:00:00Z", "2025-01-01T00:00:00", "99999999999999999999", "-"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2025-13-01T00:00:00Z",
+            "2025-01-01T00:00:00",
+            "99999999999999999999",
+            "-",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
         assert!(time_zone("Mars/Olympus").is_err());

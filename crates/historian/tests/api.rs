@@ -162,13 +162,55 @@ async fn bad_input_is_a_400_with_a_json_error_never_a_500() {
         let (status, body) = get(&path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
         assert_eq!(body["error"], error, "{path}: {body}");
-        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{path}: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{path}: {body}"
+        );
     }
 }
 
 #[tokio::test]
+async fn extreme_ranges_answer_without_a_500() {
+    let far = [
+        format!("/api/v1/series?circuits={MONTHS}&from=-62135596800000&to=253402207200000"),
+        format!("/api/v1/series?circuits={MONTHS}&from=0&to=253402207200000&resolution=1d&max_points=100000"),
+        format!("/api/v1/raw?circuit={MONTHS}&from=-62135596800000&to=253402207200000&limit=3"),
+        format!("/api/v1/energy?circuit={MONTHS}&from=0&to=253402207200000"),
+        format!("/api/v1/energy?circuit={MONTHS}&period=month&from=-62135596800000&to=253402207200000"),
+        format!("/api/v1/gaps?circuit={MONTHS}&from=-62135596800000&to=253402207200000&tz=Pacific/Kiritimati"),
+        format!("/api/v1/circuits?tz=America/St_Johns"),
+        "/api/v1/series?circuits=0000beef&from=99999999999999999999".to_string(),
+    ];
+    for path in far {
+        let response = warp::test::request().path(&path).reply(&api()).await;
+        let status = response.status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+            "{path}: {status} {}",
+            String::from_utf8_lossy(response.body())
+        );
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        if status == StatusCode::BAD_REQUEST {
+            assert!(body["error"].is_string(), "{path}: {body}");
+        }
+    }
+    let (_, _, body) = csv("/api/v1/export.csv?from=-62135596800000&to=253402207200000&resolution=1d&quantities=voltage").await;
+    assert!(
+        body.lines().count() > 100,
+        "{}",
+        &body[..body.len().min(500)]
+    );
+}
+
+#[tokio::test]
 async fn unknown_paths_are_404_and_other_methods_405_in_json() {
-    for path in ["/", "/api", "/api/v2/circuits", "/api/v1/circuits/extra", "/api/v1/nope"] {
+    for path in [
+        "/",
+        "/api",
+        "/api/v2/circuits",
+        "/api/v1/circuits/extra",
+        "/api/v1/nope",
+    ] {
         let (status, body) = get(path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(body["error"], "not found");
@@ -201,7 +243,13 @@ async fn circuits_have_labels_spans_and_coverage() {
     assert_eq!(dst["name"], Value::Null);
     // In a time zone.
     let (_, body) = get("/api/v1/circuits?tz=Europe/Berlin").await;
-    let months = body["circuits"].as_array().unwrap().iter().find(|c| c["id"] == MONTHS).unwrap().clone();
+    let months = body["circuits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == MONTHS)
+        .unwrap()
+        .clone();
     assert_eq!(months["first"], "2025-06-01T02:00:00.000+02:00");
 }
 
@@ -230,13 +278,21 @@ async fn series_picks_the_tier_and_keeps_the_point_limit() {
             assert_eq!(s["tier"], tier);
             let points = s["points"].as_array().unwrap();
             assert!(!points.is_empty(), "{path}");
-            assert!(points.len() <= max_points, "{path}: {} points", points.len());
+            assert!(
+                points.len() <= max_points,
+                "{path}: {} points",
+                points.len()
+            );
             let (from_ms, to_ms) = (parse_time(from).unwrap(), parse_time(to).unwrap());
             for p in points {
                 let p = p.as_array().unwrap();
                 let ts = p[0].as_i64().unwrap();
                 assert!(ts >= from_ms - 86_400_000 && ts < to_ms, "{path}: {ts}");
-                let (min, max, mean) = (p[1].as_f64().unwrap(), p[2].as_f64().unwrap(), p[3].as_f64().unwrap());
+                let (min, max, mean) = (
+                    p[1].as_f64().unwrap(),
+                    p[2].as_f64().unwrap(),
+                    p[3].as_f64().unwrap(),
+                );
                 assert!(min <= mean + 1e-6 && mean <= max + 1e-6, "{path}: {p:?}");
             }
             let unit = if s["quantity"] == "voltage" { "V" } else { "W" };
@@ -295,18 +351,25 @@ async fn export_csv_header_is_exact_and_covers_every_circuit() {
     // The range of the first DST window: both circuits? Only DST has data there; take a range
     // holding both: the months circuit ends 2025-10-01, DST has October data: use all time.
     let (status, headers, body) =
-        csv("/api/v1/export.csv?from=2025-03-30T00:00:00Z&to=2025-06-01T00:10:00Z&resolution=raw").await;
+        csv("/api/v1/export.csv?from=2025-03-30T00:00:00Z&to=2025-06-01T00:10:00Z&resolution=raw")
+            .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut lines = body.lines();
     assert_eq!(lines.next().unwrap(), expected_header());
     assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
     let disposition = headers["content-disposition"].to_str().unwrap();
     assert!(
-        disposition.starts_with("attachment; filename=\"pmon-test-raw-20250330T000000Z-20250601T001000Z"),
+        disposition
+            .starts_with("attachment; filename=\"pmon-test-raw-20250330T000000Z-20250601T001000Z"),
         "{disposition}"
     );
     let units = headers["x-pmon-units"].to_str().unwrap();
-    assert!(units.contains("voltage=V") && units.contains("reactive_power=var") && units.contains("energy_import_kwh=kWh"), "{units}");
+    assert!(
+        units.contains("voltage=V")
+            && units.contains("reactive_power=var")
+            && units.contains("energy_import_kwh=kWh"),
+        "{units}"
+    );
     let rows: Vec<&str> = lines.collect();
     // 6000 DST records + the first 10 minutes (2 records) of the months circuit.
     assert_eq!(rows.len(), 2 * DST_SIDE as usize + 2);
@@ -321,7 +384,10 @@ async fn export_csv_header_is_exact_and_covers_every_circuit() {
     assert_eq!(first[3].parse::<f64>().unwrap(), r.voltage());
     assert_eq!(first[12].parse::<f64>().unwrap(), r.energy_import_kwh());
     // Ordered by time.
-    let times: Vec<i64> = rows.iter().map(|r| parse_time(r.split(',').next().unwrap()).unwrap()).collect();
+    let times: Vec<i64> = rows
+        .iter()
+        .map(|r| parse_time(r.split(',').next().unwrap()).unwrap())
+        .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
     // A subset of circuits and quantities.
     let (_, _, body) = csv(&format!(
@@ -340,7 +406,11 @@ async fn export_csv_in_a_time_zone_across_both_dst_changes() {
     ))
     .await;
     assert_eq!(status, StatusCode::OK);
-    let times: Vec<&str> = body.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let times: Vec<&str> = body
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(
         times,
         [
@@ -364,18 +434,31 @@ async fn export_csv_in_a_time_zone_across_both_dst_changes() {
     .await;
     let rows: Vec<&str> = body.lines().skip(1).collect();
     assert_eq!(rows.len(), 2 * DST_SIDE as usize);
-    assert_eq!(rows[0].split(',').next().unwrap(), "2025-10-26T02:50:00.000+02:00");
-    assert_eq!(rows[rows.len() - 1].split(',').next().unwrap(), "2025-10-26T02:09:59.800+01:00");
+    assert_eq!(
+        rows[0].split(',').next().unwrap(),
+        "2025-10-26T02:50:00.000+02:00"
+    );
+    assert_eq!(
+        rows[rows.len() - 1].split(',').next().unwrap(),
+        "2025-10-26T02:09:59.800+01:00"
+    );
     let base = parse_time("2025-10-26T00:50:00Z").unwrap();
     for (i, row) in rows.iter().enumerate() {
-        assert_eq!(parse_time(row.split(',').next().unwrap()).unwrap(), base + i as i64 * 200);
+        assert_eq!(
+            parse_time(row.split(',').next().unwrap()).unwrap(),
+            base + i as i64 * 200
+        );
     }
     // UTC by default, with Z.
     let (_, _, body) = csv(&format!(
         "/api/v1/export.csv?from=2025-10-26T01:00:00Z&to=2025-10-26T01:00:00.200Z&circuits={DST}"
     ))
     .await;
-    assert!(body.lines().nth(1).unwrap().starts_with("2025-10-26T01:00:00.000Z,"));
+    assert!(body
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("2025-10-26T01:00:00.000Z,"));
 }
 
 #[tokio::test]
@@ -388,7 +471,10 @@ async fn export_rollups_and_units_comment() {
     assert_eq!(headers["x-pmon-resolution"], "1h");
     let mut lines = body.lines();
     let comment = lines.next().unwrap();
-    assert!(comment.starts_with("# pmon export") && comment.contains("voltage_min=V"), "{comment}");
+    assert!(
+        comment.starts_with("# pmon export") && comment.contains("voltage_min=V"),
+        "{comment}"
+    );
     assert_eq!(
         lines.next().unwrap(),
         "time,circuit,count,coverage,voltage_min,voltage_max,voltage_mean,real_power_min,real_power_max,real_power_mean"
@@ -398,7 +484,11 @@ async fn export_rollups_and_units_comment() {
     let first: Vec<&str> = rows[0].split(',').collect();
     assert_eq!(first[0], "2025-07-01T00:00:00.000Z");
     assert_eq!(first[2], "12");
-    let (min, max, mean): (f64, f64, f64) = (first[4].parse().unwrap(), first[5].parse().unwrap(), first[6].parse().unwrap());
+    let (min, max, mean): (f64, f64, f64) = (
+        first[4].parse().unwrap(),
+        first[5].parse().unwrap(),
+        first[6].parse().unwrap(),
+    );
     assert!(min <= mean && mean <= max);
 }
 
@@ -420,7 +510,10 @@ async fn gaps_and_energy() {
     assert_eq!(body["period"], "day");
     assert_eq!(body["tz"], "Europe/Berlin");
     for bucket in body["buckets"].as_array().unwrap() {
-        assert!(bucket["start"].as_str().unwrap().ends_with("+02:00"), "{bucket}");
+        assert!(
+            bucket["start"].as_str().unwrap().ends_with("+02:00"),
+            "{bucket}"
+        );
         assert!(bucket["import_kwh"].as_f64().unwrap() >= 0.0);
     }
 }

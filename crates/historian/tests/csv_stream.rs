@@ -58,7 +58,11 @@ async fn a_million_rows_stream_in_flat_memory() {
         .await
         .unwrap();
     }
-    eprintln!("generated {} records in {:?}", CIRCUITS as u64 * PER_CIRCUIT, started.elapsed());
+    eprintln!(
+        "generated {} records in {:?}",
+        CIRCUITS as u64 * PER_CIRCUIT,
+        started.elapsed()
+    );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

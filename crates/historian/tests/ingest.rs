@@ -63,12 +63,10 @@ async fn publish_frames(
 
 async fn wait_started(historian: &Historian) {
     let stats = historian.stats();
-    wait_for(Duration::from_secs(10), "historian connected", || {
-        stats.connected.load(Ordering::Relaxed)
+    wait_for(Duration::from_secs(30), "historian subscribed", || {
+        stats.subscribed.load(Ordering::Relaxed)
     })
     .await;
-    // The subscription follows the CONNACK.
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +110,11 @@ async fn every_record_once_across_restart_crash_replay_and_garbage() {
     publisher.raw(&topic_a, truncated, false).await;
     // Other topics under circuit/ are acknowledged, not stored.
     publisher
-        .raw(&format!("pmon/{SITE}/circuit/{}/state", CIRCUITS[0]), b"{}".to_vec(), false)
+        .raw(
+            &format!("pmon/{SITE}/circuit/{}/state", CIRCUITS[0]),
+            b"{}".to_vec(),
+            false,
+        )
         .await;
     publish_frames(&mut publisher, 40, 20, 5, &mut expected).await;
     publisher.flushed().await;
@@ -123,9 +125,14 @@ async fn every_record_once_across_restart_crash_replay_and_garbage() {
     })
     .await;
     assert_eq!(stats.malformed.load(Ordering::Relaxed), 5);
-    assert!(stats.connected.load(Ordering::Relaxed), "still up after garbage");
+    assert!(
+        stats.connected.load(Ordering::Relaxed),
+        "still up after garbage"
+    );
     // Labels from the retained info messages, through the API.
-    let circuits = http_get(historian.api_addr(), "/api/v1/circuits").await.json();
+    let circuits = http_get(historian.api_addr(), "/api/v1/circuits")
+        .await
+        .json();
     let names: Vec<&str> = circuits["circuits"]
         .as_array()
         .unwrap()
@@ -133,7 +140,9 @@ async fn every_record_once_across_restart_crash_replay_and_garbage() {
         .map(|c| c["name"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(names, ["Circuit 0", "Circuit 1", "Circuit 2"]);
-    let health = http_get(historian.api_addr(), "/api/v1/health").await.json();
+    let health = http_get(historian.api_addr(), "/api/v1/health")
+        .await
+        .json();
     assert_eq!(health["ingest"]["malformed"], 5);
     assert_eq!(health["ingest"]["records_inserted"], total);
     assert!(health["ingest"]["commits"].as_u64().unwrap() >= 1);
@@ -147,10 +156,15 @@ async fn every_record_once_across_restart_crash_replay_and_garbage() {
     let historian = Historian::start(config(addr, dir.path())).await.unwrap();
     let stats = historian.stats();
     let total: u64 = expected.values().map(|v| v.len() as u64).sum();
-    let before = stored_seqs(&db).values().map(|v| v.len() as u64).sum::<u64>();
-    wait_for(Duration::from_secs(20), "backlog stored after restart", || {
-        before + stats.inserted.load(Ordering::Relaxed) >= total
-    })
+    let before = stored_seqs(&db)
+        .values()
+        .map(|v| v.len() as u64)
+        .sum::<u64>();
+    wait_for(
+        Duration::from_secs(20),
+        "backlog stored after restart",
+        || before + stats.inserted.load(Ordering::Relaxed) >= total,
+    )
     .await;
     // Replayed frames (an acquisition restart re-publishes) are duplicates.
     publish_frames(&mut publisher, 70, 10, 5, &mut expected).await;
@@ -176,7 +190,11 @@ async fn every_record_once_across_restart_crash_replay_and_garbage() {
         stats.frames.load(Ordering::Relaxed) >= 30 * 3
     })
     .await;
-    assert_eq!(stats.acks.load(Ordering::Relaxed), 0, "nothing acknowledged yet");
+    assert_eq!(
+        stats.acks.load(Ordering::Relaxed),
+        0,
+        "nothing acknowledged yet"
+    );
     historian.abort().await; // commits what it staged, but never acknowledges
     assert_exactly_once(&db, &expected);
     let historian = Historian::start(config(addr, dir.path())).await.unwrap();
@@ -194,6 +212,35 @@ async fn every_record_once_across_restart_crash_replay_and_garbage() {
         report.records,
         expected.values().map(|v| v.len() as u64).sum::<u64>()
     );
+    drop(publisher);
+    let _ = broker.stop().await;
+}
+
+/// A backlog larger than rumqttd's small per-filter log (256 KiB for filters without `#`)
+/// survives a restart: the frame subscription gets the large log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_beyond_the_narrow_log_survives_a_restart() {
+    let broker = broker();
+    let addr = broker.client_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(pmon_historian::config::DB_FILE);
+    let historian = Historian::start(config(addr, dir.path())).await.unwrap();
+    wait_started(&historian).await;
+    historian.stop().await.unwrap();
+    // ~1.5 MB of frames while the historian is away.
+    let mut publisher = Publisher::connect(addr).await;
+    let mut expected = BTreeMap::new();
+    publish_frames(&mut publisher, 0, 1000, 5, &mut expected).await;
+    publisher.flushed().await;
+    let historian = Historian::start(config(addr, dir.path())).await.unwrap();
+    let stats = historian.stats();
+    let total: u64 = expected.values().map(|v| v.len() as u64).sum();
+    wait_for(Duration::from_secs(30), "backlog stored", || {
+        stats.inserted.load(Ordering::Relaxed) >= total
+    })
+    .await;
+    historian.stop().await.unwrap();
+    assert_exactly_once(&db, &expected);
     drop(publisher);
     let _ = broker.stop().await;
 }

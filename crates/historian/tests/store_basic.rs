@@ -36,13 +36,18 @@ fn ingest_is_idempotent_across_commit_and_reopen() {
     assert_eq!((o.inserted, o.duplicates), (1000, 4000));
     s.commit().unwrap();
     s.maintain(T0 + DAY, usize::MAX).unwrap();
-    let page = s.raw_page("a", i64::MIN, i64::MAX, None, usize::MAX).unwrap();
+    let page = s
+        .raw_page("a", i64::MIN, i64::MAX, None, usize::MAX)
+        .unwrap();
     assert_eq!(page, recs);
     let c = s.circuits().unwrap();
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].records, 5000);
     assert_eq!(c[0].coverage, 1.0);
-    assert_eq!((c[0].first_ms, c[0].last_ms), (recs[0].ts_ms, recs[4999].ts_ms));
+    assert_eq!(
+        (c[0].first_ms, c[0].last_ms),
+        (recs[0].ts_ms, recs[4999].ts_ms)
+    );
     let rep = s.check().unwrap();
     assert!(rep.ok, "{:?}", rep.problems);
     assert_eq!(rep.records, 5000);
@@ -63,7 +68,9 @@ fn gaps_are_recorded_and_filled_by_late_records() {
     s.commit().unwrap();
     let g = s.gaps("c", i64::MIN, i64::MAX).unwrap();
     assert_eq!(
-        g.iter().map(|g| (g.after_seq, g.before_seq)).collect::<Vec<_>>(),
+        g.iter()
+            .map(|g| (g.after_seq, g.before_seq))
+            .collect::<Vec<_>>(),
         vec![(10, 21), (30, 51)]
     );
     assert_eq!((g[0].from_ms, g[0].to_ms), (recs[9].ts_ms, recs[20].ts_ms));
@@ -73,7 +80,9 @@ fn gaps_are_recorded_and_filled_by_late_records() {
     s.commit().unwrap();
     let g = s.gaps("c", i64::MIN, i64::MAX).unwrap();
     assert_eq!(
-        g.iter().map(|g| (g.after_seq, g.before_seq)).collect::<Vec<_>>(),
+        g.iter()
+            .map(|g| (g.after_seq, g.before_seq))
+            .collect::<Vec<_>>(),
         vec![(10, 13), (15, 21), (30, 51)]
     );
     s.ingest("c", &recs[10..12]).unwrap();
@@ -120,7 +129,10 @@ fn assert_series_match(s: &Store, recs: &[FrameRecord], tier: Tier) {
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g.ts_ms, w.0);
             assert_eq!((g.min, g.max, g.count), (w.1, w.2, w.4), "{tier} {q}");
-            assert!((g.mean - w.3).abs() <= 1e-9 * w.3.abs().max(1.0), "{tier} {q}");
+            assert!(
+                (g.mean - w.3).abs() <= 1e-9 * w.3.abs().max(1.0),
+                "{tier} {q}"
+            );
         }
     }
 }
@@ -234,7 +246,13 @@ fn energy_per_day_is_the_counter_difference_across_dst_and_restarts() {
         assert!((days[0].export_kwh - (e1 - e0) as f64 / 1e6).abs() < 1e-9);
         // Three local days: 24 h, 23 h (DST), 24 h.
         let three = s
-            .energy("e", Period::Day, "Europe/Berlin", day0 - DAY, day0 + 23 * H + 1)
+            .energy(
+                "e",
+                Period::Day,
+                "Europe/Berlin",
+                day0 - DAY,
+                day0 + 23 * H + 1,
+            )
             .unwrap();
         assert_eq!(
             three.iter().map(|b| b.start_ms).collect::<Vec<_>>(),
@@ -308,15 +326,21 @@ fn retention_removes_old_raw_and_keeps_rollups() {
     }
     let now = T0 + 4 * DAY;
     while s.maintain(now, 100).unwrap() > 0 {}
-    let raw = s.raw_page("k", i64::MIN, i64::MAX, None, usize::MAX).unwrap();
+    let raw = s
+        .raw_page("k", i64::MIN, i64::MAX, None, usize::MAX)
+        .unwrap();
     assert!(raw.iter().all(|r| r.ts_ms >= now - DAY - 3_600_000));
     assert!(raw.len() >= 1440 - 60);
-    let minute = s.series("k", Quantity::Voltage, Tier::Minute, T0, now).unwrap();
+    let minute = s
+        .series("k", Quantity::Voltage, Tier::Minute, T0, now)
+        .unwrap();
     // Retention drops whole runs of buckets, so up to one run (1024 buckets) more remains.
     let keep_from = now - 2 * DAY - RUN_BUCKETS as i64 * 60_000;
     assert!(minute.iter().all(|p| p.ts_ms >= keep_from));
     assert!(minute.len() < 2 * 1440 + RUN_BUCKETS);
-    let hour = s.series("k", Quantity::Voltage, Tier::Hour, T0, now).unwrap();
+    let hour = s
+        .series("k", Quantity::Voltage, Tier::Hour, T0, now)
+        .unwrap();
     assert_eq!(hour.len(), 96);
     assert_eq!(hour.iter().map(|p| p.count).sum::<u64>(), 4 * 1440);
     let c = &s.circuits().unwrap()[0];
@@ -347,7 +371,11 @@ fn check_detects_a_corrupted_chunk_and_rollup() {
     let s = Store::open_read_only(&path).unwrap();
     let rep = s.check().unwrap();
     assert!(!rep.ok);
-    assert!(rep.problems.iter().any(|p| p.contains("does not decode")), "{:?}", rep.problems);
+    assert!(
+        rep.problems.iter().any(|p| p.contains("does not decode")),
+        "{:?}",
+        rep.problems
+    );
     assert!(matches!(
         s.raw_page("z", i64::MIN, i64::MAX, None, usize::MAX),
         Err(StoreError::Corrupt(_))
@@ -356,11 +384,18 @@ fn check_detects_a_corrupted_chunk_and_rollup() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     // A rollup whose count was changed consistently with its checksum cannot be faked
     // cheaply, so change the index row instead: the bounds no longer match.
-    conn.execute("UPDATE rollup SET buckets = buckets + 1 WHERE id = (SELECT MIN(id) FROM rollup)", [])
-        .unwrap();
+    conn.execute(
+        "UPDATE rollup SET buckets = buckets + 1 WHERE id = (SELECT MIN(id) FROM rollup)",
+        [],
+    )
+    .unwrap();
     drop(conn);
     let rep = Store::open_read_only(&path).unwrap().check().unwrap();
-    assert!(rep.problems.iter().any(|p| p.contains("rollup")), "{:?}", rep.problems);
+    assert!(
+        rep.problems.iter().any(|p| p.contains("rollup")),
+        "{:?}",
+        rep.problems
+    );
 }
 
 #[test]
@@ -440,7 +475,9 @@ fn raw_page_pages_by_seq() {
     let mut after = None;
     let mut all = Vec::new();
     loop {
-        let page = s.raw_page("p", T0 + 200, T0 + 1_000_000, after, 999).unwrap();
+        let page = s
+            .raw_page("p", T0 + 200, T0 + 1_000_000, after, 999)
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -470,7 +507,10 @@ fn names_parse_and_print() {
     for q in Quantity::ALL {
         assert_eq!(q.to_string().parse::<Quantity>().unwrap(), q);
     }
-    assert_eq!("current_crest_factor".parse::<Quantity>().unwrap(), Quantity::CrestFactor);
+    assert_eq!(
+        "current_crest_factor".parse::<Quantity>().unwrap(),
+        Quantity::CrestFactor
+    );
     assert_eq!(Quantity::ReactivePower.unit(), "var");
     assert!("5m".parse::<Tier>().is_err());
     let o: StoreOptions = toml::from_str("raw_retention_days = 7").unwrap();

@@ -67,9 +67,16 @@ fn stream_rows(circuits: usize, per_circuit: usize) {
     assert_eq!(n, circuits * per_circuit);
     let peak = PEAK.load(Ordering::Relaxed) - base;
     // One decoded chunk (2048 records) per circuit plus SQLite's page cache.
-    let bound = circuits as isize * 2048 * 2 * std::mem::size_of::<FrameRecord>() as isize + (16 << 20);
-    assert!(peak < bound, "peak heap {peak} bytes while streaming {n} rows (bound {bound})");
-    eprintln!("streamed {n} rows of {circuits} circuits, peak heap +{} KiB", peak / 1024);
+    let bound =
+        circuits as isize * 2048 * 2 * std::mem::size_of::<FrameRecord>() as isize + (16 << 20);
+    assert!(
+        peak < bound,
+        "peak heap {peak} bytes while streaming {n} rows (bound {bound})"
+    );
+    eprintln!(
+        "streamed {n} rows of {circuits} circuits, peak heap +{} KiB",
+        peak / 1024
+    );
 }
 
 #[test]

@@ -70,7 +70,11 @@ fn units(quantities: &[Quantity], tier: Tier) -> String {
     let mut parts = vec!["time=RFC 3339".to_string()];
     if tier == Tier::Raw {
         parts.push("seq=1".into());
-        parts.extend(quantities.iter().map(|q| format!("{}={}", q.as_str(), unit_name(*q))));
+        parts.extend(
+            quantities
+                .iter()
+                .map(|q| format!("{}={}", q.as_str(), unit_name(*q))),
+        );
     } else {
         parts.push("count=1".into());
         parts.push("coverage=1".into());
@@ -222,7 +226,13 @@ fn produce(readers: &Arc<Readers>, mut plan: Plan, sink: &mut Sink) -> Result<()
             let mut rows = 0usize;
             for item in store.raw_stream(&plan.circuits, t, end)? {
                 let (circuit, record) = item?;
-                write_raw_row(&mut sink.buf, &mut plan.tz, &circuit, &record, &plan.quantities);
+                write_raw_row(
+                    &mut sink.buf,
+                    &mut plan.tz,
+                    &circuit,
+                    &record,
+                    &plan.quantities,
+                );
                 rows += 1;
                 sink.row_done()?;
             }
@@ -243,7 +253,11 @@ fn produce(readers: &Arc<Readers>, mut plan: Plan, sink: &mut Sink) -> Result<()
             let end = (t.div_euclid(bucket) * bucket)
                 .saturating_add(span)
                 .min(plan.to);
-            let end = if end <= t { plan.to.min(t.saturating_add(bucket)) } else { end };
+            let end = if end <= t {
+                plan.to.min(t.saturating_add(bucket))
+            } else {
+                end
+            };
             let mut rows: BTreeMap<(i64, usize), Vec<Option<Point>>> = BTreeMap::new();
             for (ci, circuit) in plan.circuits.iter().enumerate() {
                 for (qi, q) in plan.quantities.iter().enumerate() {
@@ -296,7 +310,16 @@ fn compact_time(ms: i64) -> String {
 pub(super) async fn export(query: &str, state: Arc<ApiState>) -> Result<Response, ApiError> {
     let p = Params::parse(
         query,
-        &["from", "to", "resolution", "circuits", "circuit", "quantities", "tz", "units"],
+        &[
+            "from",
+            "to",
+            "resolution",
+            "circuits",
+            "circuit",
+            "quantities",
+            "tz",
+            "units",
+        ],
     )?;
     let tier = match p.resolution("resolution", Some(Tier::Raw))? {
         Some(tier) => tier,
@@ -328,9 +351,15 @@ pub(super) async fn export(query: &str, state: Arc<ApiState>) -> Result<Response
         }
     };
     let (from, to) = range(&p, None)?;
-    let permit = Arc::clone(&state.exports).try_acquire_owned().map_err(|_| {
-        ApiError::status(503, "too many exports", "other exports are running; try again shortly")
-    })?;
+    let permit = Arc::clone(&state.exports)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::status(
+                503,
+                "too many exports",
+                "other exports are running; try again shortly",
+            )
+        })?;
     let summaries = state
         .query(|s| s.circuits().map_err(|e| ApiError::store(e, None)))
         .await?;
@@ -381,7 +410,9 @@ pub(super) async fn export(query: &str, state: Arc<ApiState>) -> Result<Response
             let mut sink = Sink::new(tx);
             match produce(&readers, plan, &mut sink) {
                 Ok(()) => tracing::debug!(bytes = sink.bytes, "export done"),
-                Err(Stop::Cancelled) => tracing::debug!(bytes = sink.bytes, "export cancelled by the client"),
+                Err(Stop::Cancelled) => {
+                    tracing::debug!(bytes = sink.bytes, "export cancelled by the client")
+                }
                 Err(Stop::Store(error)) => {
                     tracing::error!(%error, "export failed midway");
                     let _ = sink
@@ -396,7 +427,10 @@ pub(super) async fn export(query: &str, state: Arc<ApiState>) -> Result<Response
     let mut response = warp::reply::stream(ReceiverStream::new(rx)).into_response();
     let filename = format!(
         "pmon-{}-{}-{}-{}.csv",
-        state.site.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_"),
+        state.site.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+            "_"
+        ),
         tier,
         compact_time(from),
         compact_time(to)

@@ -30,7 +30,12 @@ pub(super) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-pub(super) async fn dispatch(method: &Method, path: &str, query: &str, state: Arc<ApiState>) -> Response {
+pub(super) async fn dispatch(
+    method: &Method,
+    path: &str,
+    query: &str,
+    state: Arc<ApiState>,
+) -> Response {
     let route = match path {
         "/api/v1/circuits" => Route::Circuits,
         "/api/v1/series" => Route::Series,
@@ -201,7 +206,15 @@ fn require_circuits(p: &Params) -> Result<Vec<String>, ApiError> {
 async fn series(query: &str, state: Arc<ApiState>) -> Result<Response, ApiError> {
     let p = Params::parse(
         query,
-        &["circuits", "circuit", "quantities", "from", "to", "max_points", "resolution"],
+        &[
+            "circuits",
+            "circuit",
+            "quantities",
+            "from",
+            "to",
+            "max_points",
+            "resolution",
+        ],
     )?;
     let circuits = require_circuits(&p)?;
     let quantities = p.quantities("quantities", &[Quantity::RealPower])?;
@@ -257,7 +270,14 @@ async fn series(query: &str, state: Arc<ApiState>) -> Result<Response, ApiError>
             let k = decimals(q);
             let points: Vec<Value> = points
                 .iter()
-                .map(|pt| json!([pt.ts_ms, round(pt.min, k), round(pt.max, k), round(pt.mean, k + 2)]))
+                .map(|pt| {
+                    json!([
+                        pt.ts_ms,
+                        round(pt.min, k),
+                        round(pt.max, k),
+                        round(pt.mean, k + 2)
+                    ])
+                })
                 .collect();
             json!({
                 "circuit": circuit,
@@ -295,7 +315,10 @@ pub(super) fn record_json(r: &FrameRecord, tz: &mut TzFormat) -> Value {
 }
 
 async fn raw(query: &str, state: Arc<ApiState>) -> Result<Response, ApiError> {
-    let p = Params::parse(query, &["circuit", "from", "to", "after_seq", "limit", "tz"])?;
+    let p = Params::parse(
+        query,
+        &["circuit", "from", "to", "after_seq", "limit", "tz"],
+    )?;
     let circuit = p.required("circuit")?.to_string();
     let (from, to) = range(&p, None)?;
     let after_seq = p.uint("after_seq", 0, u64::MAX)?;
@@ -404,7 +427,10 @@ async fn gaps(query: &str, state: Arc<ApiState>) -> Result<Response, ApiError> {
     let (_, mut tz) = tz_param(&p)?;
     let c = circuit.clone();
     let gaps = state
-        .query(move |s| s.gaps(&c, from, to).map_err(|e| ApiError::store(e, Some("circuit"))))
+        .query(move |s| {
+            s.gaps(&c, from, to)
+                .map_err(|e| ApiError::store(e, Some("circuit")))
+        })
         .await?;
     let missing: u64 = gaps
         .iter()
@@ -435,7 +461,10 @@ async fn health(query: &str, state: Arc<ApiState>) -> Result<Response, ApiError>
     Params::parse(query, &[])?;
     let db_size = state.query(|s| Ok(s.file_size().ok())).await.ok().flatten();
     let ingest = state.stats.ingest();
-    let started = state.stats.started_ms.load(std::sync::atomic::Ordering::Relaxed) as i64;
+    let started = state
+        .stats
+        .started_ms
+        .load(std::sync::atomic::Ordering::Relaxed) as i64;
     json_response(&json!({
         "status": if ingest.connected { "ok" } else { "disconnected" },
         "site": state.site,

@@ -226,9 +226,7 @@ impl ApiState {
 pub fn routes(
     state: Arc<ApiState>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let query = warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify();
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::method()
         .and(warp::path::full())
         .and(query)
@@ -239,10 +237,9 @@ pub fn routes(
              query: String,
              state: Arc<ApiState>| async move {
                 let mut response = handlers::dispatch(&method, path.as_str(), &query, state).await;
-                response.headers_mut().insert(
-                    "cache-control",
-                    HeaderValue::from_static("no-store"),
-                );
+                response
+                    .headers_mut()
+                    .insert("cache-control", HeaderValue::from_static("no-store"));
                 response
             },
         )

@@ -35,7 +35,10 @@ impl Params {
                 return Err(ApiError::param(
                     key,
                     "unknown parameter",
-                    format!("{key:?} is not a parameter of this endpoint; known: {}", allowed.join(", ")),
+                    format!(
+                        "{key:?} is not a parameter of this endpoint; known: {}",
+                        allowed.join(", ")
+                    ),
                 ));
             }
             if pairs[..i].iter().any(|(k, _)| k == key) {
@@ -79,7 +82,11 @@ impl Params {
             return Ok(None);
         };
         let n: u64 = v.parse().map_err(|_| {
-            ApiError::param(key, "bad number", format!("{v:?} is not a non-negative integer"))
+            ApiError::param(
+                key,
+                "bad number",
+                format!("{v:?} is not a non-negative integer"),
+            )
         })?;
         if n < min || n > max {
             return Err(ApiError::param(
@@ -120,7 +127,8 @@ impl Params {
         names
             .iter()
             .map(|n| {
-                Quantity::from_str(n).map_err(|e| ApiError::param(key, "unknown quantity", e.to_string()))
+                Quantity::from_str(n)
+                    .map_err(|e| ApiError::param(key, "unknown quantity", e.to_string()))
             })
             .collect()
     }

@@ -27,7 +27,12 @@ struct Args {
     #[arg(long, env = "PMON_MQTT_USERNAME", requires = "password")]
     username: Option<String>,
     /// MQTT password.
-    #[arg(long, env = "PMON_MQTT_PASSWORD", requires = "username", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PMON_MQTT_PASSWORD",
+        requires = "username",
+        hide_env_values = true
+    )]
     password: Option<String>,
     /// Directory of the database (historian.sqlite).
     #[arg(long, env = "PMON_DATA_DIR", default_value = "pmon-data")]

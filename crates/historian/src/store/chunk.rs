@@ -83,7 +83,9 @@ pub(crate) fn decode_column(blob: &[u8], col: usize) -> Result<Vec<(u64, i64, i6
     wanted[1] = true;
     wanted[col] = true;
     let c = codec::decode_some(KIND_RAW, blob, &PREDS, Some(&wanted))?;
-    Ok((0..c[0].len()).map(|i| (c[0][i] as u64, c[1][i], c[col][i])).collect())
+    Ok((0..c[0].len())
+        .map(|i| (c[0][i] as u64, c[1][i], c[col][i]))
+        .collect())
 }
 
 /// The column index in a chunk of each quantity (order of `Quantity::ALL`).
@@ -165,4 +167,3 @@ mod tests {
         }
     }
 }
-

@@ -189,11 +189,8 @@ pub(crate) fn encode(kind: u8, cols: &[Vec<i64>], preds: &[Option<Pred>]) -> Vec
             continue;
         }
         let delta: Vec<i64> = k.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
-        let mut best: (u64, Mode, Vec<i64>) = (
-            cost(delta.iter().copied()),
-            Mode::Delta,
-            Vec::new(),
-        );
+        let mut best: (u64, Mode, Vec<i64>) =
+            (cost(delta.iter().copied()), Mode::Delta, Vec::new());
         let dd: Vec<i64> = std::iter::once(delta[0])
             .chain(delta.windows(2).map(|w| w[1].wrapping_sub(w[0])))
             .collect();
@@ -372,7 +369,11 @@ pub(crate) fn decode_some(
                 cols.push(col);
                 for i in 1..n {
                     let u = unzz(dec.get(&mut m));
-                    r = if mode == Mode::Pred { u } else { r.wrapping_add(u) };
+                    r = if mode == Mode::Pred {
+                        u
+                    } else {
+                        r.wrapping_add(u)
+                    };
                     let prev = cols[c][i - 1];
                     let pv = p.eval(&cols, i, prev);
                     let k = r.wrapping_add(lattice_pred(pv, x0, g));
@@ -404,7 +405,11 @@ mod tests {
         vec![
             None,
             None,
-            Some(Pred::Product { a: 0, b: 1, div: 1000 }),
+            Some(Pred::Product {
+                a: 0,
+                b: 1,
+                div: 1000,
+            }),
         ]
     }
 
@@ -424,7 +429,11 @@ mod tests {
 
     #[test]
     fn corruption_is_detected() {
-        let cols = vec![(0..1000).collect::<Vec<i64>>(), vec![7; 1000], vec![1; 1000]];
+        let cols = vec![
+            (0..1000).collect::<Vec<i64>>(),
+            vec![7; 1000],
+            vec![1; 1000],
+        ];
         let mut b = encode(KIND_RAW, &cols, &preds3());
         let mid = b.len() / 2;
         b[mid] ^= 0x55;

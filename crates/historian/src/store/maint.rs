@@ -130,7 +130,11 @@ fn merge_chunks(s: &Store, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         .query_map(params![id, first_small], |r| {
             let sealed: i64 = r.get(3)?;
             // Sealed chunks break groups: mark them with a count no group takes.
-            Ok((r.get(0)?, if sealed != 0 { i64::MAX } else { r.get(1)? }, r.get(2)?))
+            Ok((
+                r.get(0)?,
+                if sealed != 0 { i64::MAX } else { r.get(1)? },
+                r.get(2)?,
+            ))
         })?
         .collect::<Result<_, _>>()?;
     let mergeable = |g: &[(i64, i64, i64)]| {
@@ -198,8 +202,10 @@ fn write_run(tx: &Connection, id: i64, tier: Tier, buckets: &[Agg]) -> Result<()
 }
 
 fn set_watermark(tx: &Connection, id: i64, tier: Tier, w: i64) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT OR REPLACE INTO watermark (circuit, tier, done_ms) VALUES (?1, ?2, ?3)")?
-        .execute(params![id, tier.index(), w])?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO watermark (circuit, tier, done_ms) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![id, tier.index(), w])?;
     Ok(())
 }
 
@@ -229,7 +235,11 @@ fn rollup_step(s: &Store, id: i64, tier: Tier, now_ms: i64) -> Result<bool, Stor
                 Some(_) => s.record_before(id, start)?,
                 None => None,
             };
-            (start, end, rollup::aggregate_records(&recs, prev, dur, start, end))
+            (
+                start,
+                end,
+                rollup::aggregate_records(&recs, prev, dur, start, end),
+            )
         }
         Some(finer) => {
             let Some(wf) = s.watermark(id, finer)? else {
@@ -433,13 +443,20 @@ pub(super) fn check(s: &Store) -> Result<CheckReport, StoreError> {
         let mut prev_last: Option<i64> = None;
         let mut newest_ms = i64::MIN;
         while let Some(r) = rows.next()? {
-            let (cid, fs, ls, fm, lm, n): (i64, i64, i64, i64, i64, i64) =
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+            let (cid, fs, ls, fm, lm, n): (i64, i64, i64, i64, i64, i64) = (
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            );
             rep.chunks += 1;
             let blob: Vec<u8> = match r.get_ref(6)? {
                 ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
                 _ => {
-                    rep.problems.push(format!("circuit {name:?} chunk {cid}: data is not a blob"));
+                    rep.problems
+                        .push(format!("circuit {name:?} chunk {cid}: data is not a blob"));
                     continue;
                 }
             };
@@ -447,14 +464,16 @@ pub(super) fn check(s: &Store) -> Result<CheckReport, StoreError> {
             newest_ms = newest_ms.max(lm);
             let p = |m: String| format!("circuit {name:?} chunk {cid}: {m}");
             if prev_last.is_some_and(|pl| fs <= pl) {
-                rep.problems.push(p("seq range overlaps the previous chunk".into()));
+                rep.problems
+                    .push(p("seq range overlaps the previous chunk".into()));
             }
             prev_last = Some(ls);
             match chunk::decode(&blob) {
                 Err(e) => rep.problems.push(p(format!("does not decode: {}", e.0))),
                 Ok(recs) => {
                     if recs.len() as i64 != n {
-                        rep.problems.push(p(format!("{} records, index says {n}", recs.len())));
+                        rep.problems
+                            .push(p(format!("{} records, index says {n}", recs.len())));
                     }
                     if recs.windows(2).any(|w| w[0].seq >= w[1].seq) {
                         rep.problems.push(p("seqs not strictly increasing".into()));
@@ -494,7 +513,8 @@ pub(super) fn check(s: &Store) -> Result<CheckReport, StoreError> {
                 let blob: Vec<u8> = match r.get_ref(4)? {
                     ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
                     _ => {
-                        rep.problems.push(format!("circuit {name:?} rollup {rid}: data is not a blob"));
+                        rep.problems
+                            .push(format!("circuit {name:?} rollup {rid}: data is not a blob"));
                         continue;
                     }
                 };
@@ -508,10 +528,15 @@ pub(super) fn check(s: &Store) -> Result<CheckReport, StoreError> {
                         {
                             rep.problems.push(p("bounds differ from the index"));
                         }
-                        if run.iter().any(|a| a.start.rem_euclid(dur) != 0 || a.count <= 0) {
+                        if run
+                            .iter()
+                            .any(|a| a.start.rem_euclid(dur) != 0 || a.count <= 0)
+                        {
                             rep.problems.push(p("misaligned or empty bucket"));
                         }
-                        if all.last().is_some_and(|l| run.first().is_some_and(|f| f.start <= l.start))
+                        if all
+                            .last()
+                            .is_some_and(|l| run.first().is_some_and(|f| f.start <= l.start))
                             || run.windows(2).any(|w| w[0].start >= w[1].start)
                         {
                             rep.problems.push(p("buckets out of order or overlapping"));
@@ -547,13 +572,11 @@ pub(super) fn check(s: &Store) -> Result<CheckReport, StoreError> {
         }
         // 1m against raw over the newest day of raw data.
         if let Some((_, minute)) = tier_buckets.first() {
-            let first_raw: Option<i64> = s
-                .conn
-                .query_row(
-                    "SELECT MIN(first_ms) FROM chunk WHERE circuit=?1",
-                    params![id],
-                    |r| r.get(0),
-                )?;
+            let first_raw: Option<i64> = s.conn.query_row(
+                "SELECT MIN(first_ms) FROM chunk WHERE circuit=?1",
+                params![id],
+                |r| r.get(0),
+            )?;
             if let Some(first_raw) = first_raw {
                 let from = (newest_ms - DAY_MS).max(first_raw + 60_000);
                 let from = floor(from, 60_000) + 60_000;
@@ -561,7 +584,10 @@ pub(super) fn check(s: &Store) -> Result<CheckReport, StoreError> {
                 let raw = if from < to {
                     s.records_in(*id, from, to)
                         .and_then(|recs| Ok((recs, s.record_before(*id, from)?)))
-                        .map_err(|e| rep.problems.push(format!("circuit {name:?}: raw unreadable: {e}")))
+                        .map_err(|e| {
+                            rep.problems
+                                .push(format!("circuit {name:?}: raw unreadable: {e}"))
+                        })
                         .ok()
                 } else {
                     None

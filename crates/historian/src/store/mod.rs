@@ -160,7 +160,9 @@ impl Store {
         conn.pragma_update(None, "cache_size", -8000)?;
         conn.execute_batch(SCHEMA)?;
         let version: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         match version {
             None => {
@@ -193,7 +195,9 @@ impl Store {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let version: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='format'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         match version {
             Some(FORMAT_VERSION) => {}
@@ -508,7 +512,12 @@ impl Store {
     }
 
     /// Every raw record of circuit `id` in `[from, to)`, by seq.
-    fn records_in(&self, id: i64, from_ms: i64, to_ms: i64) -> Result<Vec<FrameRecord>, StoreError> {
+    fn records_in(
+        &self,
+        id: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<FrameRecord>, StoreError> {
         let mut out = Vec::new();
         for (_, cid) in self.chunk_ids(id, from_ms, to_ms)? {
             out.extend(
@@ -608,7 +617,9 @@ impl Store {
         let tx = ReadTx::begin(&self.conn)?;
         let mut list: Vec<(String, i64)> = Vec::new();
         if circuits.is_empty() {
-            let mut st = self.conn.prepare_cached("SELECT name, id FROM circuit ORDER BY name")?;
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT name, id FROM circuit ORDER BY name")?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             for row in rows {
                 list.push(row?);
@@ -750,19 +761,21 @@ impl Store {
                     .query_row(params![cid], |r| r.get(0))?;
                 let rows = chunk::decode_column(&blob, col)
                     .map_err(|e| corrupt(format!("chunk {cid}: {}", e.0)))?;
-                out.extend(rows.into_iter().filter(|r| r.1 >= from_ms && r.1 < to_ms).map(
-                    |(_, ts, v)| {
-                        let v = v as f64 * scale;
-                        Point {
-                            ts_ms: ts,
-                            min: v,
-                            max: v,
-                            mean: v,
-                            count: 1,
-                            coverage: 1.0,
-                        }
-                    },
-                ));
+                out.extend(
+                    rows.into_iter()
+                        .filter(|r| r.1 >= from_ms && r.1 < to_ms)
+                        .map(|(_, ts, v)| {
+                            let v = v as f64 * scale;
+                            Point {
+                                ts_ms: ts,
+                                min: v,
+                                max: v,
+                                mean: v,
+                                count: 1,
+                                coverage: 1.0,
+                            }
+                        }),
+                );
             }
             return Ok(out);
         };
@@ -815,8 +828,8 @@ impl Store {
         Self::check_range(from_ms, to_ms)?;
         let _tx = ReadTx::begin(&self.conn)?;
         let id = self.circuit_id(circuit)?;
-        let zone = jiff::tz::TimeZone::get(tz)
-            .map_err(|_| StoreError::UnknownTimeZone(tz.to_owned()))?;
+        let zone =
+            jiff::tz::TimeZone::get(tz).map_err(|_| StoreError::UnknownTimeZone(tz.to_owned()))?;
         let bounds = period_bounds(&zone, period, from_ms, to_ms)?;
         let (Some(&first), Some(&last)) = (bounds.first(), bounds.last()) else {
             return Ok(Vec::new());
@@ -933,7 +946,9 @@ impl Store {
         let mut st = self
             .conn
             .prepare("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -995,9 +1010,7 @@ fn period_bounds(
     while *out.last().unwrap_or(&to_ms) < to_ms {
         start = match period {
             Period::Day => start.tomorrow().map_err(bad)?,
-            Period::Week => start
-                .checked_add(jiff::Span::new().days(7))
-                .map_err(bad)?,
+            Period::Week => start.checked_add(jiff::Span::new().days(7)).map_err(bad)?,
             Period::Month => start
                 .checked_add(jiff::Span::new().months(1))
                 .map_err(bad)?,
@@ -1013,7 +1026,11 @@ fn period_bounds(
 /// Writes records (seq order) as chunks of at most [`CHUNK_RECORDS`] records and
 /// [`CHUNK_SPAN_MS`]; every chunk but the last is sealed (never merged again), and the
 /// last one too when it is full.
-pub(crate) fn insert_pieces(tx: &Connection, id: i64, recs: &[FrameRecord]) -> Result<(), StoreError> {
+pub(crate) fn insert_pieces(
+    tx: &Connection,
+    id: i64,
+    recs: &[FrameRecord],
+) -> Result<(), StoreError> {
     let mut start = 0;
     while start < recs.len() {
         let t0 = recs[start].ts_ms;
@@ -1031,7 +1048,12 @@ pub(crate) fn insert_pieces(tx: &Connection, id: i64, recs: &[FrameRecord]) -> R
     Ok(())
 }
 
-fn insert_chunk(tx: &Connection, id: i64, recs: &[FrameRecord], sealed: bool) -> Result<(), StoreError> {
+fn insert_chunk(
+    tx: &Connection,
+    id: i64,
+    recs: &[FrameRecord],
+    sealed: bool,
+) -> Result<(), StoreError> {
     let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
         return Ok(());
     };
@@ -1067,7 +1089,9 @@ fn merge_late(tx: &Connection, id: i64, late: &[FrameRecord]) -> Result<(), Stor
                 "SELECT id, last_seq FROM chunk WHERE circuit=?1 AND first_seq<=?2 \
                  ORDER BY first_seq DESC LIMIT 1",
             )?
-            .query_row(params![id, seq_i(r.seq)], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row(params![id, seq_i(r.seq)], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .optional()?;
         match holder {
             Some((cid, last_seq)) if last_seq >= seq_i(r.seq) => {
@@ -1164,8 +1188,7 @@ impl RawStream<'_> {
         let c = &mut self.cursors[i];
         loop {
             if c.pos < c.buf.len() {
-                self.heap
-                    .push(std::cmp::Reverse((c.buf[c.pos].ts_ms, i)));
+                self.heap.push(std::cmp::Reverse((c.buf[c.pos].ts_ms, i)));
                 return Ok(());
             }
             if c.done {

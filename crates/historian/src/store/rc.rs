@@ -265,7 +265,13 @@ mod tests {
     #[test]
     fn round_trip_edges() {
         let vals: Vec<u64> = (0..200u64)
-            .chain([u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1, 12345678901234])
+            .chain([
+                u64::MAX,
+                u64::MAX - 1,
+                1 << 63,
+                (1 << 63) - 1,
+                12345678901234,
+            ])
             .chain((0..64).map(|i| 1u64 << i))
             .collect();
         let mut m = IntModel::new();

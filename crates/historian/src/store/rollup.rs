@@ -125,17 +125,16 @@ fn preds() -> [Option<Pred>; NCOLS] {
     // The sum is predicted from count × (min + max) / 2 poorly; min and max predict each
     // other well (the max from the min is delta-coded against it).
     for i in 0..11 {
-        p[3 + 11 + i] = Some(Pred::Mid {
-            a: 3 + i,
-            b: 3 + i,
-        });
+        p[3 + 11 + i] = Some(Pred::Mid { a: 3 + i, b: 3 + i });
     }
     p
 }
 
 /// Encodes a run of buckets (sorted by start).
 pub(crate) fn encode_run(buckets: &[Agg]) -> Vec<u8> {
-    let mut cols: Vec<Vec<i64>> = vec![Vec::with_capacity(buckets.len()); NCOLS];
+    let mut cols: Vec<Vec<i64>> = (0..NCOLS)
+        .map(|_| Vec::with_capacity(buckets.len()))
+        .collect();
     for b in buckets {
         cols[0].push(b.start);
         cols[1].push(b.count);

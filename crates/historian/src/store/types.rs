@@ -123,7 +123,13 @@ pub enum Tier {
 
 impl Tier {
     /// Every tier, finest first.
-    pub const ALL: [Tier; 5] = [Tier::Raw, Tier::Minute, Tier::Quarter, Tier::Hour, Tier::Day];
+    pub const ALL: [Tier; 5] = [
+        Tier::Raw,
+        Tier::Minute,
+        Tier::Quarter,
+        Tier::Hour,
+        Tier::Day,
+    ];
     /// The rollup tiers, finest first.
     pub const ROLLUPS: [Tier; 4] = [Tier::Minute, Tier::Quarter, Tier::Hour, Tier::Day];
 
@@ -509,7 +515,10 @@ impl Digits {
 }
 
 fn itoa_u64(mut v: u64) -> Digits {
-    let mut d = Digits { buf: [b'0'; 20], start: 20 };
+    let mut d = Digits {
+        buf: [b'0'; 20],
+        start: 20,
+    };
     loop {
         d.start -= 1;
         d.buf[d.start] = b'0' + (v % 10) as u8;

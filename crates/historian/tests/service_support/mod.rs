@@ -144,13 +144,17 @@ impl Publisher {
         })
         .to_string()
         .into_bytes();
-        self.raw(&format!("pmon/{site}/circuit/{circuit}/info"), payload, true)
-            .await;
+        self.raw(
+            &format!("pmon/{site}/circuit/{circuit}/info"),
+            payload,
+            true,
+        )
+        .await;
     }
 
     /// Waits until the broker acknowledged everything sent.
     pub async fn flushed(&self) {
-        wait_for(Duration::from_secs(10), "publisher flushed", || {
+        wait_for(Duration::from_secs(30), "publisher flushed", || {
             self.acked.load(Ordering::Relaxed) >= self.sent
         })
         .await;
@@ -232,9 +236,8 @@ impl HttpResponse {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -284,10 +287,7 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..line_end]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .expect("chunk size");
