@@ -39,6 +39,9 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let resolved = settings::resolve(&cli.common)?;
+    if let Command::Historian(cli::HistorianArgs { check: true }) = &cli.command {
+        return check_history(&resolved);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -168,6 +171,32 @@ fn historian_config(resolved: &Resolved, check: bool) -> pmon_historian::Histori
     config.max_unacked = resolved.historian.max_unacked;
     config.check = check;
     config
+}
+
+/// `pmon historian --check`: verifies the database (it may be in use) and reports.
+fn check_history(resolved: &Resolved) -> anyhow::Result<()> {
+    let report = pmon_historian::check(&resolved.data_dir).context("historian check")?;
+    println!(
+        "{}: {} circuits, {} records in {} chunks, {} rollup blocks, {} gaps",
+        pmon_historian::config::db_path(&resolved.data_dir).display(),
+        report.circuits,
+        report.records,
+        report.chunks,
+        report.rollup_blocks,
+        report.gaps
+    );
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    if report.ok {
+        println!("ok: the database is sound");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "the database has {} problem(s); see above",
+            report.problems.len()
+        )
+    }
 }
 
 async fn historian(resolved: Resolved, args: cli::HistorianArgs) -> anyhow::Result<()> {

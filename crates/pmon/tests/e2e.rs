@@ -330,6 +330,17 @@ async fn up_publishes_every_configured_circuit_on_the_embedded_broker() {
         data.join("acquisition-state.json").exists(),
         "bases saved on shutdown"
     );
+    let check = Command::new(support::pmon())
+        .args(["historian", "--check", "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(report.contains("3 circuits"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
