@@ -36,7 +36,11 @@ fn free_port() -> u16 {
 
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
     Some(body)
@@ -45,7 +49,11 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 /// Counts the bytes of a (possibly huge) response without keeping them.
 fn http_drain(port: u16, path: &str) -> u64 {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut buf = [0u8; 65536];
     let mut total = 0u64;
     while let Ok(n) = stream.read(&mut buf) {
@@ -128,7 +136,12 @@ async fn main() {
     let api_port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut historian = Command::new(env!("CARGO_BIN_EXE_pmon-historian"))
-        .args(["--site", "bench", "--mqtt-url", &format!("mqtt://127.0.0.1:{mqtt_port}")])
+        .args([
+            "--site",
+            "bench",
+            "--mqtt-url",
+            &format!("mqtt://127.0.0.1:{mqtt_port}"),
+        ])
         .args(["--data-dir", dir.path().to_str().expect("utf-8 path")])
         .args(["--api-port", &api_port.to_string()])
         .stdout(Stdio::null())
@@ -146,7 +159,9 @@ async fn main() {
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(256 * 1024, 256 * 1024);
     let (client, mut eventloop) = AsyncClient::new(options, 10_000);
-    tokio::spawn(async move { while let Ok(Event::Incoming(_) | Event::Outgoing(_)) = eventloop.poll().await {} });
+    tokio::spawn(async move {
+        while let Ok(Event::Incoming(_) | Event::Outgoing(_)) = eventloop.poll().await {}
+    });
 
     let t0_ms = 1_764_000_000_000i64;
     let frames_per_circuit = total_records / (circuits * RECORDS_PER_FRAME) as u64;
@@ -159,20 +174,30 @@ async fn main() {
         for circuit in 0..circuits {
             let topic = format!("pmon/bench/circuit/{circuit:08x}/frame");
             let payload = frame(circuit, f * RECORDS_PER_FRAME as u64, t0_ms);
-            client.publish(topic, QoS::AtLeastOnce, false, payload).await.expect("publish");
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("publish");
             published += RECORDS_PER_FRAME as u64;
         }
         while published - done > MAX_BACKLOG_RECORDS {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            done = tokio::task::spawn_blocking(move || inserted(api_port)).await.unwrap_or(done);
+            done = tokio::task::spawn_blocking(move || inserted(api_port))
+                .await
+                .unwrap_or(done);
             peak_rss = peak_rss.max(rss_kib(&historian));
         }
     }
     while done < total {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        done = tokio::task::spawn_blocking(move || inserted(api_port)).await.unwrap_or(done);
+        done = tokio::task::spawn_blocking(move || inserted(api_port))
+            .await
+            .unwrap_or(done);
         peak_rss = peak_rss.max(rss_kib(&historian));
-        assert!(started.elapsed() < Duration::from_secs(1800), "ingest stalled at {done}/{total}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "ingest stalled at {done}/{total}"
+        );
     }
     let seconds = started.elapsed().as_secs_f64();
     let rate = total as f64 / seconds;
@@ -193,7 +218,10 @@ async fn main() {
         })
     };
     let export_started = Instant::now();
-    let bytes = http_drain(api_port, "/api/v1/export.csv?from=2025-01-01T00:00:00Z&to=2027-01-01T00:00:00Z&resolution=raw");
+    let bytes = http_drain(
+        api_port,
+        "/api/v1/export.csv?from=2025-01-01T00:00:00Z&to=2027-01-01T00:00:00Z&resolution=raw",
+    );
     let export_seconds = export_started.elapsed().as_secs_f64();
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let export_peak = pid_rss.join().unwrap_or(0);
@@ -203,9 +231,19 @@ async fn main() {
     println!("| figure | value |");
     println!("| --- | --: |");
     println!("| records from MQTT to committed storage | {total} in {seconds:.1} s = **{rate:.0} records/s** |");
-    println!("| historian peak RSS while ingesting | {:.1} MiB |", peak_rss as f64 / 1024.0);
-    println!("| CSV export of all {total} rows | {:.1} MB in {export_seconds:.1} s |", bytes as f64 / 1e6);
-    println!("| historian RSS before / peak during the export | {:.1} / {:.1} MiB |", before_export as f64 / 1024.0, export_peak as f64 / 1024.0);
+    println!(
+        "| historian peak RSS while ingesting | {:.1} MiB |",
+        peak_rss as f64 / 1024.0
+    );
+    println!(
+        "| CSV export of all {total} rows | {:.1} MB in {export_seconds:.1} s |",
+        bytes as f64 / 1e6
+    );
+    println!(
+        "| historian RSS before / peak during the export | {:.1} / {:.1} MiB |",
+        before_export as f64 / 1024.0,
+        export_peak as f64 / 1024.0
+    );
     println!(
         "BENCH historian ingest records={total} records_per_s={rate:.0} peak_rss_kib={peak_rss} export_bytes={bytes} export_s={export_seconds:.2} export_peak_rss_kib={export_peak}"
     );
