@@ -178,7 +178,7 @@ async fn extreme_ranges_answer_without_a_500() {
         format!("/api/v1/energy?circuit={MONTHS}&from=0&to=253402207200000"),
         format!("/api/v1/energy?circuit={MONTHS}&period=month&from=-62135596800000&to=253402207200000"),
         format!("/api/v1/gaps?circuit={MONTHS}&from=-62135596800000&to=253402207200000&tz=Pacific/Kiritimati"),
-        format!("/api/v1/circuits?tz=America/St_Johns"),
+        "/api/v1/circuits?tz=America/St_Johns".to_string(),
         "/api/v1/series?circuits=0000beef&from=99999999999999999999".to_string(),
     ];
     for path in far {
