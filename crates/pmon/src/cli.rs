@@ -35,7 +35,7 @@ pub struct Common {
     /// Broker the services connect to, e.g. mqtt://192.168.1.5:1883. Default: the embedded one.
     #[arg(long, global = true, env = "PMON_MQTT_URL", value_name = "URL")]
     pub mqtt_url: Option<String>,
-    /// Port of the web UI (served by a later release). Default: 8080.
+    /// Port of the web UI (`pmon web`, `pmon up`). Default: 8080.
     #[arg(long, global = true, value_name = "N")]
     pub http_port: Option<u16>,
     /// Port of the historian's query API (served by a later release). Default: 8081.
@@ -64,6 +64,9 @@ pub enum Command {
     /// Run only the historian: store every frame in SQLite under --data-dir and answer
     /// queries on --api-port.
     Historian(HistorianArgs),
+    /// Run only the web UI on --http-port: live dashboard, history (from the historian on
+    /// --api-port), settings behind a login, Prometheus /metrics.
+    Web(WebArgs),
     /// Subscribe and print what pmon publishes, decoded.
     Tail(TailArgs),
     /// Configuration helpers.
@@ -79,6 +82,13 @@ pub enum Command {
     /// Simulator tools.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Export CSV: a range of the history (`export history`), or live rows into one file per
+    /// circuit per day (`export live`).
+    ///
+    /// Exit status: 0 ok; 2 bad usage, range, time zone, unknown circuit or quantity;
+    /// 3 historian or broker unreachable, database unreadable; 4 output not writable.
+    #[command(subcommand)]
+    Export(pmon_export::ExportCommand),
 }
 
 /// `pmon sim …`.
@@ -96,6 +106,15 @@ pub struct HistorianArgs {
     /// 0 when it is sound, 1 when it is not.
     #[arg(long)]
     pub check: bool,
+}
+
+/// `pmon web`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WebArgs {
+    /// Set the password the settings pages ask for (read from PMON_WEB_PASSWORD, or one line
+    /// of standard input), store its Argon2 hash under --data-dir and exit.
+    #[arg(long)]
+    pub set_password: bool,
 }
 
 /// `pmon tail`.

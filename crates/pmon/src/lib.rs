@@ -38,9 +38,15 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(cli::SimCommand::Bridge(args)) => return sim_bridge::run(&cli.common, args),
         _ => {}
     }
+    if let Command::Export(command) = cli.command {
+        return export(&cli.common, command);
+    }
     let resolved = settings::resolve(&cli.common)?;
     if let Command::Historian(cli::HistorianArgs { check: true }) = &cli.command {
         return check_history(&resolved);
+    }
+    if let Command::Web(cli::WebArgs { set_password: true }) = &cli.command {
+        return set_web_password(&resolved);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,10 +60,44 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             Command::Broker => broker(resolved).await,
             Command::Acquire => acquire(resolved).await,
             Command::Historian(args) => historian(resolved, args).await,
+            Command::Web(_) => web(resolved).await,
             Command::Tail(args) => tail::run(&resolved, args).await,
-            Command::Config(_) | Command::Doctor(_) | Command::Slave(_) | Command::Sim(_) => Ok(()),
+            Command::Config(_)
+            | Command::Doctor(_)
+            | Command::Slave(_)
+            | Command::Sim(_)
+            | Command::Export(_) => Ok(()),
         }
     })
+}
+
+/// `pmon export …`: its errors carry their exit code (see [`exit_code`]).
+fn export(common: &cli::Common, command: pmon_export::ExportCommand) -> anyhow::Result<()> {
+    let resolved = settings::resolve(common)
+        .map_err(|e| pmon_export::Error::Usage(format!("configuration: {e}")))?;
+    let api = resolved.historian.api_bind;
+    let host = if api.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api.port())
+    } else {
+        api
+    };
+    let defaults = pmon_export::Defaults {
+        api_url: format!("http://{host}/"),
+        mqtt_url: resolved.mqtt.url.clone(),
+        mqtt_credentials: resolved.mqtt.credentials.clone(),
+        site: resolved.site.clone(),
+    };
+    pmon_export::run(command, &defaults)?;
+    Ok(())
+}
+
+/// The process exit code for an error from [`execute`]: `pmon export`'s own codes (2 usage,
+/// 3 source, 4 write), 1 for everything else.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<pmon_export::Error>() {
+        Some(e) => e.exit_code(),
+        None => 1,
+    }
 }
 
 fn acquire_config(resolved: &Resolved) -> pmon_acquire::AcquireConfig {
@@ -105,6 +145,27 @@ async fn up(resolved: Resolved) -> anyhow::Result<()> {
         .context("cannot start the embedded MQTT broker")?;
     info!(addr = %broker.local_addr(), "embedded MQTT broker listening");
     let (stop_downstream, downstream) = tokio::sync::watch::channel(false);
+    let mut web_downstream = downstream.clone();
+    let web_config = web_config(&resolved);
+    // A taken web port must not stop the recording: the UI is then missing, loudly.
+    let mut web = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = web_downstream.wait_for(|stop| *stop).await;
+        };
+        match pmon_web::Web::start(web_config).await {
+            Ok(web) => {
+                stopped.await;
+                web.stop().await;
+                Ok(())
+            }
+            Err(error @ pmon_web::WebError::Bind { .. }) => {
+                tracing::error!(%error, "the web UI is not running; the other services are");
+                stopped.await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    });
     let mut acquisition = tokio::spawn(pmon_acquire::run(acquire_config(&resolved), fanout.wait()));
     let mut historian = tokio::spawn(pmon_historian::run(
         historian_config(&resolved, false),
@@ -114,7 +175,7 @@ async fn up(resolved: Resolved) -> anyhow::Result<()> {
         },
     ));
     let mut failure: Option<anyhow::Error> = None;
-    let (mut acquisition_done, mut historian_done) = (false, false);
+    let (mut acquisition_done, mut historian_done, mut web_done) = (false, false, false);
     tokio::select! {
         error = broker.died() => {
             failure = Some(anyhow::Error::new(error).context("the embedded MQTT broker stopped"));
@@ -126,6 +187,10 @@ async fn up(resolved: Resolved) -> anyhow::Result<()> {
         ended = &mut historian => {
             historian_done = true;
             failure = service_failure("historian", ended);
+        }
+        ended = &mut web => {
+            web_done = true;
+            failure = service_failure("web UI", ended);
         }
         _ = fanout.wait() => {}
     }
@@ -140,6 +205,11 @@ async fn up(resolved: Resolved) -> anyhow::Result<()> {
     let _ = stop_downstream.send(true);
     if !historian_done {
         if let Some(error) = service_failure("historian", historian.await) {
+            failure.get_or_insert(error);
+        }
+    }
+    if !web_done {
+        if let Some(error) = service_failure("web UI", web.await) {
             failure.get_or_insert(error);
         }
     }
@@ -171,6 +241,49 @@ fn historian_config(resolved: &Resolved, check: bool) -> pmon_historian::Histori
     config.max_unacked = resolved.historian.max_unacked;
     config.check = check;
     config
+}
+
+fn web_config(resolved: &Resolved) -> pmon_web::WebConfig {
+    let mut config = pmon_web::WebConfig::new(&resolved.site, &resolved.data_dir);
+    config.mqtt_url = resolved.mqtt.url.clone();
+    config.mqtt_credentials = resolved.mqtt.credentials.clone();
+    config.http_bind = resolved.web.bind;
+    let api = resolved.historian.api_bind;
+    config.historian = match &resolved.web.historian {
+        Some(historian) => historian.clone(),
+        None if api.ip().is_unspecified() => format!("127.0.0.1:{}", api.port()),
+        None => api.to_string(),
+    };
+    config.initial_password = resolved.web.password.clone();
+    config
+}
+
+async fn web(resolved: Resolved) -> anyhow::Result<()> {
+    let (fanout, _) = Fanout::new();
+    pmon_web::run(web_config(&resolved), fanout.wait())
+        .await
+        .context("web UI")
+}
+
+/// `pmon web --set-password`: from `PMON_WEB_PASSWORD` or one line of standard input.
+fn set_web_password(resolved: &Resolved) -> anyhow::Result<()> {
+    let password = match std::env::var("PMON_WEB_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            eprintln!("new password for the pmon web settings (at least 8 characters):");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    pmon_web::set_password(&resolved.data_dir, &password).context("pmon web --set-password")?;
+    println!(
+        "password stored in {}",
+        resolved.data_dir.join(pmon_web::auth::AUTH_FILE).display()
+    );
+    Ok(())
 }
 
 /// `pmon historian --check`: verifies the database (it may be in use) and reports.

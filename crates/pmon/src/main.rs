@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pmon: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(pmon::exit_code(&error))
         }
     }
 }

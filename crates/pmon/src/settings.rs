@@ -77,6 +77,32 @@ pub struct FileConfig {
     pub circuit: Vec<CircuitLabel>,
     /// `[homeassistant]`.
     pub homeassistant: HomeAssistantConfig,
+    /// `[web]`.
+    pub web: WebSection,
+}
+
+/// `[web]`: the web UI.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Address of the web UI (default `0.0.0.0:8080`); `--http-port` replaces the port.
+    pub bind: std::net::SocketAddr,
+    /// A first password for the settings pages, hashed and stored in the data directory at
+    /// start when none is stored yet (`pmon web --set-password` is the other way).
+    pub password: Option<String>,
+    /// The historian's query API as `host:port` when it runs elsewhere (a container); by
+    /// default `[historian] api_bind` on this machine.
+    pub historian: Option<String>,
+}
+
+impl Default for WebSection {
+    fn default() -> WebSection {
+        WebSection {
+            bind: pmon_web::config::DEFAULT_HTTP_BIND,
+            password: None,
+            historian: None,
+        }
+    }
 }
 
 /// `[historian]`.
@@ -143,6 +169,8 @@ pub struct Resolved {
     pub circuits: Vec<CircuitLabel>,
     /// Home Assistant discovery.
     pub homeassistant: HomeAssistantConfig,
+    /// The web UI.
+    pub web: WebSection,
     /// What to simulate, if anything; `None` means the configured hardware buses.
     pub simulator: Option<(pmon_sim::SimConfig, String)>,
 }
@@ -215,6 +243,13 @@ pub fn resolve(common: &Common) -> Result<Resolved, SettingsError> {
         },
         circuits: file.circuit,
         homeassistant: file.homeassistant,
+        web: WebSection {
+            bind: match common.http_port {
+                Some(port) => std::net::SocketAddr::new(file.web.bind.ip(), port),
+                None => file.web.bind,
+            },
+            ..file.web
+        },
         simulator,
     })
 }
@@ -233,6 +268,7 @@ mod tests {
         assert_eq!(parsed.historian, HistorianSection::default());
         assert!(parsed.circuit.is_empty());
         assert_eq!(parsed.homeassistant, HomeAssistantConfig::default());
+        assert_eq!(parsed.web, WebSection::default());
         assert_eq!(parsed.mqtt.keep_alive_s, Some(30));
     }
 

@@ -16,7 +16,7 @@ use warp::http::HeaderValue;
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::store::{FrameRecord, Point, Quantity, StoreError, Tier};
+use crate::store::{CircuitSummary, FrameRecord, Point, Quantity, Store, StoreError, Tier};
 use crate::timefmt::{self, TzFormat};
 
 use super::handlers::{decimals, range, tz_param};
@@ -66,7 +66,7 @@ fn unit_name(q: Quantity) -> &'static str {
 }
 
 /// `name=unit` pairs for the `X-Pmon-Units` header and the optional comment line.
-fn units(quantities: &[Quantity], tier: Tier) -> String {
+pub fn csv_units(quantities: &[Quantity], tier: Tier) -> String {
     let mut parts = vec!["time=RFC 3339".to_string()];
     if tier == Tier::Raw {
         parts.push("seq=1".into());
@@ -133,7 +133,7 @@ fn write_field(out: &mut String, text: &str) {
 }
 
 /// Appends one raw row.
-pub(crate) fn write_raw_row(
+pub fn write_raw_row(
     out: &mut String,
     tz: &mut TzFormat,
     circuit: &str,
@@ -157,67 +157,141 @@ enum Stop {
     Store(StoreError),
 }
 
-impl From<StoreError> for Stop {
-    fn from(e: StoreError) -> Self {
-        Stop::Store(e)
+impl From<ExportError<()>> for Stop {
+    fn from(e: ExportError<()>) -> Self {
+        match e {
+            ExportError::Sink(()) => Stop::Cancelled,
+            ExportError::Store(e) => Stop::Store(e),
+        }
     }
 }
 
 struct Sink {
-    buf: String,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     bytes: u64,
 }
 
 impl Sink {
     fn new(tx: mpsc::Sender<Result<Bytes, std::io::Error>>) -> Sink {
-        Sink {
-            buf: String::with_capacity(CSV_CHUNK + 4096),
-            tx,
-            bytes: 0,
-        }
+        Sink { tx, bytes: 0 }
     }
 
-    fn row_done(&mut self) -> Result<(), Stop> {
-        if self.buf.len() >= CSV_CHUNK {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), Stop> {
-        if self.buf.is_empty() {
+    fn flush(&mut self, buf: &mut String) -> Result<(), ()> {
+        if buf.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CSV_CHUNK + 4096));
+        let chunk = std::mem::replace(buf, String::with_capacity(CSV_CHUNK + 4096));
         self.bytes += chunk.len() as u64;
         self.tx
             .blocking_send(Ok(Bytes::from(chunk)))
-            .map_err(|_| Stop::Cancelled)
+            .map_err(|_| ())
     }
 }
 
-/// What one export writes.
-struct Plan {
-    circuits: Vec<String>,
-    from: i64,
-    to: i64,
-    tier: Tier,
-    quantities: Vec<Quantity>,
-    tz: TzFormat,
-    comment: Option<String>,
+/// What one export writes: shared by `export.csv` and `pmon export history --db`, so both
+/// produce the same bytes.
+pub struct ExportPlan {
+    /// Circuits, in the order of [`Store::circuits`](crate::store::Store::circuits).
+    pub circuits: Vec<String>,
+    /// Start of the range read, ms (inclusive).
+    pub from: i64,
+    /// End of the range read, ms (exclusive).
+    pub to: i64,
+    /// Raw records or a rollup tier.
+    pub tier: Tier,
+    /// Columns, in this order.
+    pub quantities: Vec<Quantity>,
+    /// Time zone of the `time` column.
+    pub tz: TzFormat,
+    /// An optional first line (with its newline) written before the header.
+    pub comment: Option<String>,
 }
 
-fn produce(readers: &Arc<Readers>, mut plan: Plan, sink: &mut Sink) -> Result<(), Stop> {
+impl ExportPlan {
+    /// Selects the circuits `requested` (all when empty) from `summaries` and narrows
+    /// `[from, to)` to where they have data. Err names an unknown circuit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn select(
+        summaries: &[CircuitSummary],
+        requested: &[String],
+        from: i64,
+        to: i64,
+        tier: Tier,
+        quantities: Vec<Quantity>,
+        tz: TzFormat,
+        comment: Option<String>,
+    ) -> Result<ExportPlan, String> {
+        if let Some(c) = requested
+            .iter()
+            .find(|c| !summaries.iter().any(|s| &s.id == *c))
+        {
+            return Err(c.clone());
+        }
+        let selected: Vec<_> = summaries
+            .iter()
+            .filter(|s| requested.is_empty() || requested.contains(&s.id))
+            .collect();
+        let circuits: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
+        // Only read where there is data (a default range from 1970 costs nothing).
+        let first = selected.iter().map(|s| s.first_ms).min().unwrap_or(to);
+        let last = selected.iter().map(|s| s.last_ms).max().unwrap_or(from);
+        let data_from = match tier.duration_ms() {
+            Some(bucket) => first.div_euclid(bucket) * bucket,
+            None => first,
+        };
+        Ok(ExportPlan {
+            circuits,
+            from: from.max(data_from),
+            to: to.min(last.saturating_add(1)),
+            tier,
+            quantities,
+            tz,
+            comment,
+        })
+    }
+}
+
+/// Why [`write_export`] stopped early.
+#[derive(Debug)]
+pub enum ExportError<E> {
+    /// The sink refused a chunk.
+    Sink(E),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl<E> From<StoreError> for ExportError<E> {
+    fn from(e: StoreError) -> Self {
+        ExportError::Store(e)
+    }
+}
+
+/// Writes the CSV of `plan` from `store` into `buf`, calling `flush(buf)` after the header,
+/// whenever `buf` holds at least [`CSV_CHUNK`] bytes, and at the end; `flush` must empty
+/// `buf`. Memory stays flat for any range.
+pub fn write_export<E>(
+    store: &Store,
+    mut plan: ExportPlan,
+    buf: &mut String,
+    flush: &mut dyn FnMut(&mut String) -> Result<(), E>,
+) -> Result<(), ExportError<E>> {
+    fn row_done<E>(
+        buf: &mut String,
+        flush: &mut dyn FnMut(&mut String) -> Result<(), E>,
+    ) -> Result<(), ExportError<E>> {
+        if buf.len() >= CSV_CHUNK {
+            flush(buf).map_err(ExportError::Sink)?;
+        }
+        Ok(())
+    }
     if let Some(comment) = &plan.comment {
-        sink.buf.push_str(comment);
+        buf.push_str(comment);
     }
-    sink.buf.push_str(&csv_header(&plan.quantities, plan.tier));
-    sink.flush()?;
+    buf.push_str(&csv_header(&plan.quantities, plan.tier));
+    flush(buf).map_err(ExportError::Sink)?;
     if plan.circuits.is_empty() || plan.from >= plan.to {
         return Ok(());
     }
-    let store = readers.get()?;
     if plan.tier == Tier::Raw {
         let mut window = RAW_WINDOW_MS.0;
         let mut t = plan.from;
@@ -226,15 +300,9 @@ fn produce(readers: &Arc<Readers>, mut plan: Plan, sink: &mut Sink) -> Result<()
             let mut rows = 0usize;
             for item in store.raw_stream(&plan.circuits, t, end)? {
                 let (circuit, record) = item?;
-                write_raw_row(
-                    &mut sink.buf,
-                    &mut plan.tz,
-                    &circuit,
-                    &record,
-                    &plan.quantities,
-                );
+                write_raw_row(buf, &mut plan.tz, &circuit, &record, &plan.quantities);
                 rows += 1;
-                sink.row_done()?;
+                row_done(buf, flush)?;
             }
             if rows < RAW_WINDOW_ROWS.0 {
                 window = (window * 2).min(RAW_WINDOW_MS.2);
@@ -270,32 +338,39 @@ fn produce(readers: &Arc<Readers>, mut plan: Plan, sink: &mut Sink) -> Result<()
                 }
             }
             for ((ts, ci), points) in rows {
-                plan.tz.write(&mut sink.buf, ts);
-                sink.buf.push(',');
-                write_field(&mut sink.buf, &plan.circuits[ci]);
+                plan.tz.write(buf, ts);
+                buf.push(',');
+                write_field(buf, &plan.circuits[ci]);
                 let first = points.iter().flatten().next();
-                let _ = write!(sink.buf, ",{}", first.map(|p| p.count).unwrap_or(0));
-                sink.buf.push(',');
-                write_float(&mut sink.buf, first.map(|p| p.coverage).unwrap_or(0.0), 6);
+                let _ = write!(buf, ",{}", first.map(|p| p.count).unwrap_or(0));
+                buf.push(',');
+                write_float(buf, first.map(|p| p.coverage).unwrap_or(0.0), 6);
                 for (q, point) in plan.quantities.iter().zip(&points) {
                     let k = decimals(*q);
                     match point {
                         Some(p) => {
                             for (v, places) in [(p.min, k), (p.max, k), (p.mean, k + 2)] {
-                                sink.buf.push(',');
-                                write_float(&mut sink.buf, v, places);
+                                buf.push(',');
+                                write_float(buf, v, places);
                             }
                         }
-                        None => sink.buf.push_str(",,,"),
+                        None => buf.push_str(",,,"),
                     }
                 }
-                sink.buf.push('\n');
-                sink.row_done()?;
+                buf.push('\n');
+                row_done(buf, flush)?;
             }
             t = end;
         }
     }
-    sink.flush()
+    flush(buf).map_err(ExportError::Sink)
+}
+
+fn produce(readers: &Arc<Readers>, plan: ExportPlan, sink: &mut Sink) -> Result<(), Stop> {
+    let store = readers.get().map_err(Stop::Store)?;
+    let mut buf = String::with_capacity(CSV_CHUNK + 4096);
+    write_export(&store, plan, &mut buf, &mut |b: &mut String| sink.flush(b))?;
+    Ok(())
 }
 
 fn compact_time(ms: i64) -> String {
@@ -363,44 +438,32 @@ pub(super) async fn export(query: &str, state: Arc<ApiState>) -> Result<Response
     let summaries = state
         .query(|s| s.circuits().map_err(|e| ApiError::store(e, None)))
         .await?;
-    for c in &requested {
-        if !summaries.iter().any(|s| &s.id == c) {
-            return Err(ApiError::param(
-                "circuits",
-                "unknown circuit",
-                format!("no circuit {c:?} in the store; GET /api/v1/circuits lists them"),
-            ));
-        }
-    }
-    let selected: Vec<_> = summaries
-        .iter()
-        .filter(|s| requested.is_empty() || requested.contains(&s.id))
-        .collect();
-    let circuits: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
-    // Only read where there is data (a default range from 1970 costs nothing).
-    let first = selected.iter().map(|s| s.first_ms).min().unwrap_or(to);
-    let last = selected.iter().map(|s| s.last_ms).max().unwrap_or(from);
-    let data_from = match tier.duration_ms() {
-        Some(bucket) => first.div_euclid(bucket) * bucket,
-        None => first,
-    };
-    let plan = Plan {
-        circuits,
-        from: from.max(data_from),
-        to: to.min(last.saturating_add(1)),
+    let comment = comment.then(|| {
+        format!(
+            "# pmon export: site {}, resolution {}, time zone {}, units: {}\n",
+            state.site,
+            tier,
+            tz_name,
+            csv_units(&quantities, tier)
+        )
+    });
+    let plan = ExportPlan::select(
+        &summaries,
+        &requested,
+        from,
+        to,
         tier,
-        quantities: quantities.clone(),
+        quantities.clone(),
         tz,
-        comment: comment.then(|| {
-            format!(
-                "# pmon export: site {}, resolution {}, time zone {}, units: {}\n",
-                state.site,
-                tier,
-                tz_name,
-                units(&quantities, tier)
-            )
-        }),
-    };
+        comment,
+    )
+    .map_err(|c| {
+        ApiError::param(
+            "circuits",
+            "unknown circuit",
+            format!("no circuit {c:?} in the store; GET /api/v1/circuits lists them"),
+        )
+    })?;
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let readers = Arc::clone(&state.readers);
     let spawned = std::thread::Builder::new()
@@ -443,7 +506,7 @@ pub(super) async fn export(query: &str, state: Arc<ApiState>) -> Result<Response
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         headers.insert("content-disposition", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&units(&quantities, tier)) {
+    if let Ok(v) = HeaderValue::from_str(&csv_units(&quantities, tier)) {
         headers.insert("x-pmon-units", v);
     }
     if let Ok(v) = HeaderValue::from_str(tier.as_str()) {

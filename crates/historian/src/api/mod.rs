@@ -24,7 +24,9 @@ use warp::{Filter, Reply};
 use crate::stats::{Labels, Stats};
 use crate::store::{Store, StoreError};
 
-pub use csv::{csv_header, CSV_CHUNK};
+pub use csv::{
+    csv_header, csv_units, write_export, write_raw_row, ExportError, ExportPlan, CSV_CHUNK,
+};
 
 /// Most concurrent queries on the blocking pool (2-core target).
 pub const MAX_QUERIES: usize = 4;

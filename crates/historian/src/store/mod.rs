@@ -33,8 +33,9 @@ pub const CHUNK_RECORDS: usize = 2048;
 pub const CHUNK_SPAN_MS: i64 = 3_600_000;
 /// Most buckets in one rollup run.
 pub const RUN_BUCKETS: usize = 1024;
-/// The store format this build reads and writes.
-pub const FORMAT_VERSION: i64 = 1;
+/// The store format this build writes. It also reads (and, opened for writing, upgrades)
+/// format 1, which had no `expired` table.
+pub const FORMAT_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -71,6 +72,11 @@ CREATE TABLE IF NOT EXISTS watermark (
   circuit INTEGER NOT NULL, tier INTEGER NOT NULL, done_ms INTEGER NOT NULL,
   PRIMARY KEY (circuit, tier)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expired (
+  circuit INTEGER NOT NULL, tier INTEGER NOT NULL, until_ms INTEGER NOT NULL,
+  seq INTEGER, ts_ms INTEGER, import_mwh INTEGER, export_mwh INTEGER,
+  PRIMARY KEY (circuit, tier)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gap (
   circuit INTEGER NOT NULL, after_seq INTEGER NOT NULL, before_seq INTEGER NOT NULL,
   from_ms INTEGER NOT NULL, to_ms INTEGER NOT NULL,
@@ -84,6 +90,25 @@ struct CircuitState {
     id: i64,
     /// Newest stored (committed) record.
     last: Option<(u64, i64)>,
+    /// Retention deleted every record it may have had with a seq at or below this one: an
+    /// older seq that is not stored cannot be told from a duplicate.
+    cut_seq: Option<u64>,
+    /// Records older than this are folded into the rollups at commit: the tiers they would
+    /// be recomputed from are no longer complete there ([`Store::fold_below`]).
+    fold_below: Option<i64>,
+}
+
+/// What retention has deleted of one circuit's tier (the `expired` table).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Expiry {
+    /// The tier is complete from here on: raw records with `ts_ms >= until_ms`, buckets
+    /// starting at or after it. Before it, retention may have deleted some.
+    pub until_ms: i64,
+    /// Raw: every seq at or below this one may have been deleted.
+    pub cut_seq: Option<u64>,
+    /// Raw: the newest deleted record (seq, time and counters only), when known: the
+    /// predecessor of the next record for energy deltas.
+    pub cut: Option<FrameRecord>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +126,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     read_only: bool,
+    /// Format of the file (1 only for a format-1 file opened read-only).
+    format: i64,
     options: StoreOptions,
     circuits: HashMap<String, CircuitState>,
     staged: BTreeMap<String, Staged>,
@@ -146,6 +173,11 @@ fn seq_i(s: u64) -> i64 {
     s as i64
 }
 
+/// The smallest multiple of `d` at or after `t`.
+fn ceil_to(t: i64, d: i64) -> i64 {
+    t.div_euclid(d) * d + if t.rem_euclid(d) == 0 { 0 } else { d }
+}
+
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
@@ -171,10 +203,11 @@ impl Store {
                     params![FORMAT_VERSION],
                 )?;
             }
+            Some(1) => maint::upgrade_v1(&conn)?,
             Some(FORMAT_VERSION) => {}
             Some(v) => return Err(StoreError::Version(v)),
         }
-        let mut store = Store::with_conn(conn, path, false, options);
+        let mut store = Store::with_conn(conn, path, false, FORMAT_VERSION, options);
         store.load_circuits()?;
         Ok(store)
     }
@@ -199,19 +232,32 @@ impl Store {
                 r.get(0)
             })
             .optional()?;
-        match version {
-            Some(FORMAT_VERSION) => {}
+        let format = match version {
+            Some(v @ (1 | FORMAT_VERSION)) => v,
             Some(v) => return Err(StoreError::Version(v)),
             None => return Err(corrupt("not a pmon historian store (no format version)")),
-        }
-        Ok(Store::with_conn(conn, path, true, StoreOptions::default()))
+        };
+        Ok(Store::with_conn(
+            conn,
+            path,
+            true,
+            format,
+            StoreOptions::default(),
+        ))
     }
 
-    fn with_conn(conn: Connection, path: &Path, read_only: bool, options: StoreOptions) -> Store {
+    fn with_conn(
+        conn: Connection,
+        path: &Path,
+        read_only: bool,
+        format: i64,
+        options: StoreOptions,
+    ) -> Store {
         Store {
             conn,
             path: path.to_owned(),
             read_only,
+            format,
             options,
             circuits: HashMap::new(),
             staged: BTreeMap::new(),
@@ -232,14 +278,92 @@ impl Store {
                 CircuitState {
                     id: r.get(0)?,
                     last: last.zip(last_ms).map(|(s, t)| (s as u64, t)),
+                    cut_seq: None,
+                    fold_below: None,
                 },
             ))
         })?;
+        let mut loaded = Vec::new();
         for row in rows {
-            let (name, state) = row?;
+            loaded.push(row?);
+        }
+        drop(st);
+        for (name, mut state) in loaded {
+            self.load_expiry(&mut state)?;
             self.circuits.insert(name, state);
         }
         Ok(())
+    }
+
+    /// Reads what retention has deleted into a circuit's in-memory state.
+    fn load_expiry(&self, state: &mut CircuitState) -> Result<(), StoreError> {
+        state.cut_seq = self.expiry(state.id, Tier::Raw)?.and_then(|e| e.cut_seq);
+        state.fold_below = self.fold_below(state.id)?;
+        Ok(())
+    }
+
+    /// Refreshes the in-memory state of circuit `id` after retention deleted some of it.
+    fn reload_expiry(&mut self, id: i64) -> Result<(), StoreError> {
+        let Some(mut state) = self.circuits.values().find(|c| c.id == id).cloned() else {
+            return Ok(());
+        };
+        self.load_expiry(&mut state)?;
+        for c in self.circuits.values_mut() {
+            if c.id == id {
+                *c = state;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// What retention has deleted of a circuit's tier, `None` when nothing. A format-1 file
+    /// (read-only) has no record of it: it is inferred from what is left.
+    fn expiry(&self, id: i64, tier: Tier) -> Result<Option<Expiry>, StoreError> {
+        if self.format == 1 {
+            return Ok(maint::infer_expiry(&self.conn, id)?
+                .into_iter()
+                .find(|(t, _)| *t == tier)
+                .map(|(_, e)| e));
+        }
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT until_ms, seq, ts_ms, import_mwh, export_mwh FROM expired \
+                 WHERE circuit=?1 AND tier=?2",
+            )?
+            .query_row(params![id, tier.index()], |r| {
+                let seq: Option<i64> = r.get(1)?;
+                let ts: Option<i64> = r.get(2)?;
+                let counters: (Option<i64>, Option<i64>) = (r.get(3)?, r.get(4)?);
+                let cut = match (seq, ts, counters.0, counters.1) {
+                    (Some(seq), Some(ts_ms), Some(imp), Some(exp)) => Some(FrameRecord {
+                        seq: seq as u64,
+                        ts_ms,
+                        energy_import_mwh: imp as u64,
+                        energy_export_mwh: exp as u64,
+                        ..FrameRecord::default()
+                    }),
+                    _ => None,
+                };
+                Ok(Expiry {
+                    until_ms: r.get(0)?,
+                    cut_seq: seq.map(|s| s as u64),
+                    cut,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Where the rollups of circuit `id` can no longer be recomputed: before the first 1m
+    /// bucket whose raw records are all stored, or before the 1m tier's own retention
+    /// cut-off. Records older than this are folded into the stored buckets instead.
+    fn fold_below(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        let raw = self
+            .expiry(id, Tier::Raw)?
+            .map(|e| ceil_to(e.until_ms, 60_000));
+        let minute = self.expiry(id, Tier::Minute)?.map(|e| e.until_ms);
+        Ok(raw.max(minute))
     }
 
     fn circuit_id(&self, name: &str) -> Result<i64, StoreError> {
@@ -313,6 +437,7 @@ impl Store {
         let state = self.circuits.get(circuit).cloned();
         let stored_last = state.as_ref().and_then(|s| s.last);
         let id = state.as_ref().map(|s| s.id);
+        let cut_seq = state.as_ref().and_then(|s| s.cut_seq);
         let mut out = IngestOutcome::default();
         let mut staged = self.staged.remove(circuit).unwrap_or_default();
         if staged.newest.is_none() {
@@ -333,7 +458,10 @@ impl Store {
                 let newer_than_stored = stored_last.is_none_or(|(s, _)| r.seq > s);
                 if !newer_than_stored {
                     if let Some(id) = id {
-                        if self.is_stored(id, r.seq)? {
+                        // At or below what retention deleted, a seq that is not stored may
+                        // have been: it cannot be told from a duplicate, and counting it
+                        // again would corrupt the rollups.
+                        if self.is_stored(id, r.seq)? || cut_seq.is_some_and(|c| r.seq <= c) {
                             out.duplicates += 1;
                             continue;
                         }
@@ -395,7 +523,9 @@ impl Store {
                         tx.last_insert_rowid()
                     }
                 };
-                let stored_last = self.circuits.get(name).and_then(|c| c.last);
+                let state = self.circuits.get(name);
+                let stored_last = state.and_then(|c| c.last);
+                let fold_below = state.and_then(|c| c.fold_below);
                 let recs: Vec<FrameRecord> = st.records.values().copied().collect();
                 let split = recs.partition_point(|r| stored_last.is_none_or(|(s, _)| r.seq <= s));
                 let (late, fresh) = recs.split_at(split);
@@ -419,6 +549,21 @@ impl Store {
                 for &(seq, ts) in &st.late {
                     fill_gap(&tx, id, seq, ts)?;
                 }
+                // Records where the rollups cannot be recomputed (retention deleted what they
+                // would be recomputed from) are folded into them now; the rest mark the
+                // circuit dirty from their oldest, for `maintain` to recompute from raw.
+                let below: Vec<FrameRecord> = match fold_below {
+                    Some(f) => recs.iter().filter(|r| r.ts_ms < f).copied().collect(),
+                    None => Vec::new(),
+                };
+                if !below.is_empty() {
+                    maint::fold(self, &tx, id, &below, &st.records)?;
+                }
+                let dirty = recs
+                    .iter()
+                    .filter(|r| fold_below.is_none_or(|f| r.ts_ms >= f))
+                    .map(|r| r.ts_ms)
+                    .min();
                 let first = recs[0];
                 let last = recs[recs.len() - 1];
                 let min_ts = recs.iter().map(|r| r.ts_ms).min().unwrap_or(first.ts_ms);
@@ -431,23 +576,26 @@ impl Store {
                        first_seq = MIN(COALESCE(first_seq, ?2), ?2), \
                        first_ms = MIN(COALESCE(first_ms, ?3), ?3), \
                        last_seq = ?4, last_ms = ?5, records = records + ?6, \
-                       dirty_ms = MIN(COALESCE(dirty_ms, ?7), ?7) \
+                       dirty_ms = CASE WHEN ?7 IS NULL THEN dirty_ms \
+                                       ELSE MIN(COALESCE(dirty_ms, ?7), ?7) END \
                      WHERE id = ?1",
                 )?
                 .execute(params![
                     id,
                     seq_i(first.seq),
-                    first.ts_ms,
+                    min_ts,
                     seq_i(new_last.0),
                     new_last.1,
                     recs.len() as i64,
-                    min_ts
+                    dirty
                 ])?;
                 new_states.push((
                     name.clone(),
                     CircuitState {
                         id,
                         last: Some(new_last),
+                        cut_seq: state.and_then(|c| c.cut_seq),
+                        fold_below,
                     },
                 ));
             }
@@ -472,21 +620,19 @@ impl Store {
     /// Every circuit with its time span, raw record count and coverage.
     pub fn circuits(&self) -> Result<Vec<CircuitSummary>, StoreError> {
         let _tx = ReadTx::begin(&self.conn)?;
+        // `first_ms` is kept as the oldest stored record's time by commit and retention.
         let mut st = self.conn.prepare_cached(
-            "SELECT c.name, c.first_ms, c.last_ms, c.records, c.first_seq, c.last_seq, \
-               (SELECT MIN(first_ms) FROM rollup r WHERE r.circuit = c.id) \
+            "SELECT c.name, c.first_ms, c.last_ms, c.records, c.first_seq, c.last_seq \
              FROM circuit c WHERE c.last_ms IS NOT NULL ORDER BY c.name",
         )?;
         let rows = st.query_map([], |r| {
-            let first_ms: i64 = r.get(1)?;
             let records: i64 = r.get(3)?;
             let s0: i64 = r.get(4)?;
             let s1: i64 = r.get(5)?;
-            let rollup_first: Option<i64> = r.get(6)?;
             let expected = (s1 - s0 + 1).max(1) as f64;
             Ok(CircuitSummary {
                 id: r.get(0)?,
-                first_ms: rollup_first.map_or(first_ms, |f| f.min(first_ms)),
+                first_ms: r.get(1)?,
                 last_ms: r.get(2)?,
                 records: records.max(0) as u64,
                 coverage: if records > 0 {
@@ -555,6 +701,12 @@ impl Store {
                 if r.ts_ms < before_ms && best.is_none_or(|b| r.seq > b.seq) {
                     best = Some(r);
                 }
+            }
+        }
+        // Retention may have deleted it: the newest deleted record then stands in.
+        if let Some(cut) = self.expiry(id, Tier::Raw)?.and_then(|e| e.cut) {
+            if cut.ts_ms < before_ms && best.is_none_or(|b| cut.seq > b.seq) {
+                best = Some(cut);
             }
         }
         Ok(best)

@@ -86,7 +86,10 @@ impl Encoder {
         self.low = ((self.low as u32) << 8) as u64;
     }
 
-    #[inline]
+    // The per-bit and per-value functions are the codec's inner loop: inlined whatever
+    // codegen unit the codec lands in (without this, ingest ran ~5% slower depending on
+    // how the crate happened to be partitioned).
+    #[inline(always)]
     fn bit(&mut self, prob: &mut u16, bit: u32) {
         let bound = (self.range >> PROB_BITS) * (*prob as u32);
         if bit == 0 {
@@ -103,7 +106,7 @@ impl Encoder {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn direct(&mut self, value: u64, nbits: u32) {
         for i in (0..nbits).rev() {
             self.range >>= 1;
@@ -118,6 +121,7 @@ impl Encoder {
     }
 
     /// Codes one unsigned value.
+    #[inline]
     pub(crate) fn put(&mut self, m: &mut IntModel, u: u64) {
         let n = 64 - u.leading_zeros();
         let probs = &mut m.len[m.class];
@@ -187,7 +191,7 @@ impl<'a> Decoder<'a> {
         self.pos > self.input.len()
     }
 
-    #[inline]
+    #[inline(always)]
     fn bit(&mut self, prob: &mut u16) -> u32 {
         let bound = (self.range >> PROB_BITS) * (*prob as u32);
         let b = if self.code < bound {
@@ -207,7 +211,7 @@ impl<'a> Decoder<'a> {
         b
     }
 
-    #[inline]
+    #[inline(always)]
     fn direct(&mut self, nbits: u32) -> u64 {
         let mut v = 0u64;
         for _ in 0..nbits {
@@ -228,6 +232,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Decodes one unsigned value.
+    #[inline]
     pub(crate) fn get(&mut self, m: &mut IntModel) -> u64 {
         let probs = &mut m.len[m.class];
         let mut node = 1usize;

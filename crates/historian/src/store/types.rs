@@ -371,7 +371,8 @@ impl FromStr for Quantity {
 pub struct IngestOutcome {
     /// New records staged.
     pub inserted: usize,
-    /// Records already stored or staged (same circuit and seq), ignored.
+    /// Records already stored or staged (same circuit and seq), ignored; also records with
+    /// a seq at or below the newest one retention deleted, which cannot be told apart.
     pub duplicates: usize,
     /// Sequence gaps opened by this batch (a missing run of seqs counts once).
     pub gaps: usize,
@@ -382,9 +383,11 @@ pub struct IngestOutcome {
 pub struct CircuitSummary {
     /// Circuit id.
     pub id: String,
-    /// End of the oldest stored raw record, ms since the epoch.
+    /// `ts_ms` (block end) of the oldest stored raw record, ms since the epoch. Rollups
+    /// reach further back once retention has deleted raw records; when it has deleted them
+    /// all, this is `last_ms`.
     pub first_ms: i64,
-    /// End of the newest stored raw record, ms since the epoch.
+    /// `ts_ms` (block end) of the newest record (highest seq), ms since the epoch.
     pub last_ms: i64,
     /// Raw records stored.
     pub records: u64,
