@@ -187,6 +187,11 @@ fn circuit_summary_spans_the_stored_records() {
         (c.first_ms, c.last_ms)
     };
     assert_eq!(span(&s), (recs[10].ts_ms, recs[2999].ts_ms));
+    assert_eq!(
+        s.circuits().unwrap()[0].history_first_ms,
+        recs[10].ts_ms.div_euclid(DAY) * DAY,
+        "the oldest rollup bucket starts on the hour"
+    );
     // Older records arrive late.
     s.ingest("c", &recs[..10]).unwrap();
     s.commit().unwrap();
@@ -201,6 +206,9 @@ fn circuit_summary_spans_the_stored_records() {
         .unwrap();
     assert!(raw[0].ts_ms > recs[2999].ts_ms);
     assert_eq!(span(&s), (raw[0].ts_ms, later[4999].ts_ms));
+    // The rollups keep the older history: where ranges over them start.
+    let c = &s.circuits().unwrap()[0];
+    assert_eq!(c.history_first_ms, recs[0].ts_ms.div_euclid(DAY) * DAY);
 }
 
 /// A seq at or below the newest one retention deleted cannot be told from a duplicate: it

@@ -622,18 +622,22 @@ impl Store {
         let _tx = ReadTx::begin(&self.conn)?;
         // `first_ms` is kept as the oldest stored record's time by commit and retention.
         let mut st = self.conn.prepare_cached(
-            "SELECT c.name, c.first_ms, c.last_ms, c.records, c.first_seq, c.last_seq \
+            "SELECT c.name, c.first_ms, c.last_ms, c.records, c.first_seq, c.last_seq, \
+               (SELECT MIN(first_ms) FROM rollup r WHERE r.circuit = c.id) \
              FROM circuit c WHERE c.last_ms IS NOT NULL ORDER BY c.name",
         )?;
         let rows = st.query_map([], |r| {
+            let first_ms: i64 = r.get(1)?;
             let records: i64 = r.get(3)?;
             let s0: i64 = r.get(4)?;
             let s1: i64 = r.get(5)?;
+            let rollup_first: Option<i64> = r.get(6)?;
             let expected = (s1 - s0 + 1).max(1) as f64;
             Ok(CircuitSummary {
                 id: r.get(0)?,
-                first_ms: r.get(1)?,
+                first_ms,
                 last_ms: r.get(2)?,
+                history_first_ms: rollup_first.map_or(first_ms, |f| f.min(first_ms)),
                 records: records.max(0) as u64,
                 coverage: if records > 0 {
                     (records as f64 / expected).min(1.0)

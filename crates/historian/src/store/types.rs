@@ -389,6 +389,10 @@ pub struct CircuitSummary {
     pub first_ms: i64,
     /// `ts_ms` (block end) of the newest record (highest seq), ms since the epoch.
     pub last_ms: i64,
+    /// Where the circuit's history starts in any tier: the start of the oldest rollup
+    /// bucket when the rollups reach back further than the raw records, else `first_ms`.
+    /// Bounds ranges over rollup tiers (exports, energy), as `first_ms` bounds raw.
+    pub history_first_ms: i64,
     /// Raw records stored.
     pub records: u64,
     /// Records present / records expected from the seq range `[first, last]` (1.0 = no gap).
