@@ -138,11 +138,17 @@ fn write_map<T: serde::Serialize>(
         path: path.to_path_buf(),
         source,
     })?;
+    write_atomically(path, &json).map_err(io)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`:
+/// a power cut leaves the old file or the new one, never half of one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = path.with_extension("json.tmp");
-    let mut file = fs::File::create(&temporary).map_err(io)?;
-    file.write_all(&json).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&temporary, path).map_err(io)?;
+    let mut file = fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)?;
     if let Some(dir) = path.parent() {
         // Make the rename itself durable; not every filesystem allows syncing a directory.
         if let Ok(dir) = fs::File::open(dir) {
