@@ -233,7 +233,15 @@ impl ExportPlan {
             .collect();
         let circuits: Vec<String> = selected.iter().map(|s| s.id.clone()).collect();
         // Only read where there is data (a default range from 1970 costs nothing).
-        let first = selected.iter().map(|s| s.first_ms).min().unwrap_or(to);
+        // Rollups reach further back than raw records (raw retention is shorter).
+        let first = selected
+            .iter()
+            .map(|s| match tier.duration_ms() {
+                Some(_) => s.history_first_ms.min(s.first_ms),
+                None => s.first_ms,
+            })
+            .min()
+            .unwrap_or(to);
         let last = selected.iter().map(|s| s.last_ms).max().unwrap_or(from);
         let data_from = match tier.duration_ms() {
             Some(bucket) => first.div_euclid(bucket) * bucket,

@@ -383,7 +383,8 @@ async fn energy(query: &str, state: Arc<ApiState>) -> Result<Response, ApiError>
                         .map_err(|e| ApiError::store(e, None))?
                         .into_iter()
                         .find(|x| x.id == c)
-                        .map(|x| x.first_ms)
+                        // Energy comes from rollups, which outlive the raw records.
+                        .map(|x| x.history_first_ms.min(x.first_ms))
                         .unwrap_or(to);
                     first.clamp(to.saturating_sub(366 * DAY_MS), to)
                 }
