@@ -517,26 +517,23 @@ impl<I2C: I2c> Poller<I2C> {
         if persist {
             save(&self.shared.store, session);
         }
-        let stuck = self.health.stuck;
-        match &result {
-            Ok(_) => {
-                session.failures = 0;
-                if !session.online {
-                    session.online = true;
-                    info!(bus = %self.bus, address, circuit = %session.circuit, "slave back online");
-                    publisher.availability(&session.circuit, true);
-                }
+        let change = reachability(
+            &mut session.online,
+            &mut session.failures,
+            result.is_ok(),
+            self.health.stuck,
+            self.shared.settings.offline_after,
+        );
+        match (change, &result) {
+            (Some(true), _) => {
+                info!(bus = %self.bus, address, circuit = %session.circuit, "slave back online");
+                publisher.availability(&session.circuit, true);
             }
-            Err(error) => {
-                session.failures += 1;
-                if session.online
-                    && (stuck || session.failures >= self.shared.settings.offline_after)
-                {
-                    session.online = false;
-                    warn!(bus = %self.bus, address, circuit = %session.circuit, %error, "slave offline");
-                    publisher.availability(&session.circuit, false);
-                }
+            (Some(false), Err(error)) => {
+                warn!(bus = %self.bus, address, circuit = %session.circuit, %error, "slave offline");
+                publisher.availability(&session.circuit, false);
             }
+            _ => {}
         }
         self.note(result.as_ref().map(|_| ()));
     }
@@ -554,46 +551,46 @@ impl<I2C: I2c> Poller<I2C> {
             session.next_due_ms = fetched_ms + interval;
         }
         let publisher = &self.shared.publisher;
-        match &result {
-            Ok(reading) => {
-                if !session.announced {
-                    session.announced = true;
-                    let info = CircuitInfo {
-                        id: session.circuit.clone(),
-                        name: session.name.clone(),
-                        bus: self.bus.clone(),
-                        address,
-                        serial: session.serial,
-                        firmware: "prototype".into(),
-                        protocol: "legacy".into(),
-                        sample_rate: reading.sps,
-                    };
-                    publisher.announce(&info);
-                }
-                let (record, save) = session.tracker.accept(reading, fetched_ms);
-                if !publisher.frame(&session.circuit, vec![record]) {
-                    session.dropped += 1;
-                }
-                if let Some(bases) = save {
-                    save_legacy(&self.shared.store, &session.circuit, bases);
-                }
-                session.failures = 0;
-                if !session.online {
-                    session.online = true;
-                    info!(bus = %self.bus, address, circuit = %session.circuit, "legacy slave online");
-                    publisher.availability(&session.circuit, true);
-                }
+        if let Ok(reading) = &result {
+            if !session.announced {
+                session.announced = true;
+                let info = CircuitInfo {
+                    id: session.circuit.clone(),
+                    name: session.name.clone(),
+                    bus: self.bus.clone(),
+                    address,
+                    serial: session.serial,
+                    firmware: "prototype".into(),
+                    protocol: "legacy".into(),
+                    sample_rate: reading.sps,
+                };
+                publisher.announce(&info);
             }
-            Err(error) => {
-                session.failures += 1;
-                if session.online
-                    && (self.health.stuck || session.failures >= self.shared.settings.offline_after)
-                {
-                    session.online = false;
-                    warn!(bus = %self.bus, address, circuit = %session.circuit, %error, "legacy slave offline");
-                    publisher.availability(&session.circuit, false);
-                }
+            let (record, save) = session.tracker.accept(reading, fetched_ms);
+            if !publisher.frame(&session.circuit, vec![record]) {
+                session.dropped += 1;
             }
+            if let Some(bases) = save {
+                save_legacy(&self.shared.store, &session.circuit, bases);
+            }
+        }
+        let change = reachability(
+            &mut session.online,
+            &mut session.failures,
+            result.is_ok(),
+            self.health.stuck,
+            self.shared.settings.offline_after,
+        );
+        match (change, &result) {
+            (Some(true), _) => {
+                info!(bus = %self.bus, address, circuit = %session.circuit, "legacy slave online");
+                publisher.availability(&session.circuit, true);
+            }
+            (Some(false), Err(error)) => {
+                warn!(bus = %self.bus, address, circuit = %session.circuit, %error, "legacy slave offline");
+                publisher.availability(&session.circuit, false);
+            }
+            _ => {}
         }
         // A detected slave that went away for good (a pmon board now answers there, say)
         // is dropped after a long silence; the scan finds whatever is there now.
@@ -708,6 +705,29 @@ impl<I2C: I2c> Poller<I2C> {
     }
 }
 
+/// Counts one poll's outcome against a slave; returns its new availability when it changes.
+/// A slave goes offline after `offline_after` failed polls in a row, or at once on a stuck bus.
+fn reachability(
+    online: &mut bool,
+    failures: &mut u32,
+    answered: bool,
+    stuck: bool,
+    offline_after: u32,
+) -> Option<bool> {
+    if answered {
+        *failures = 0;
+        let back = !*online;
+        *online = true;
+        return back.then_some(true);
+    }
+    *failures += 1;
+    if *online && (stuck || *failures >= offline_after) {
+        *online = false;
+        return Some(false);
+    }
+    None
+}
+
 fn save(store: &Mutex<BasesStore>, session: &Session) {
     let Some(bases) = session.tracker.bases() else {
         return;
@@ -730,5 +750,44 @@ fn save_legacy(store: &Mutex<BasesStore>, circuit: &str, bases: crate::legacy::L
             }
         }
         Err(_) => warn!("acquisition state store poisoned; not saved"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachability;
+
+    #[test]
+    fn a_slave_goes_offline_after_the_limit_or_at_once_on_a_stuck_bus_and_comes_back() {
+        let (mut online, mut failures) = (true, 0);
+        assert_eq!(
+            reachability(&mut online, &mut failures, false, false, 3),
+            None
+        );
+        assert_eq!(
+            reachability(&mut online, &mut failures, false, false, 3),
+            None
+        );
+        assert_eq!(
+            reachability(&mut online, &mut failures, false, false, 3),
+            Some(false)
+        );
+        assert_eq!(
+            reachability(&mut online, &mut failures, false, false, 3),
+            None
+        );
+        assert_eq!(
+            reachability(&mut online, &mut failures, true, false, 3),
+            Some(true)
+        );
+        assert_eq!(failures, 0);
+        assert_eq!(
+            reachability(&mut online, &mut failures, true, false, 3),
+            None
+        );
+        assert_eq!(
+            reachability(&mut online, &mut failures, false, true, 3),
+            Some(false)
+        );
     }
 }
